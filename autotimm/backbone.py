@@ -1,0 +1,130 @@
+"""Backbone configuration and the one factory that turns it into a headless timm model."""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+from dataclasses import asdict, dataclass, field
+from typing import Any
+from unittest import mock
+
+import timm
+import torch.nn as nn
+
+
+@dataclass
+class BackboneConfig:
+    """Everything `timm.create_model` needs to build the feature extractor.
+
+    `kwargs` holds extra `timm.create_model` keyword arguments (e.g. `img_size`,
+    `global_pool`). `checkpoint_path` loads local weights (a timm/torch state dict)
+    instead of downloading pretrained ones.
+    """
+
+    model_name: str
+    pretrained: bool = False
+    drop_rate: float = 0.0
+    drop_path_rate: float = 0.0
+    in_chans: int = 3
+    checkpoint_path: str | None = None
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def as_backbone_config(backbone: str | BackboneConfig | dict[str, Any]) -> BackboneConfig:
+    """Accept a timm name, a BackboneConfig or its dict form (from Hydra or a checkpoint)."""
+    if isinstance(backbone, BackboneConfig):
+        return backbone
+    if isinstance(backbone, str):
+        return BackboneConfig(model_name=backbone)
+    if isinstance(backbone, dict):
+        return BackboneConfig(**{k: v for k, v in backbone.items() if k != "_target_"})
+    raise ValueError(
+        f"backbone must be a timm model name, a BackboneConfig or a dict, got {backbone!r}"
+    )
+
+
+def validate_model_name(name: str) -> None:
+    """Raise a ValueError with close timm matches when `name` is not a timm model."""
+    if timm.is_model(name):
+        return
+    close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    raise ValueError(
+        f"Unknown backbone {name!r}: not a timm model.{hint} "
+        "See autotimm.list_backbones('<pattern>') for the accepted names."
+    )
+
+
+def _hub_reachable(timeout_s: float = 3.0) -> bool:
+    """Cheap check (one DNS lookup + TCP connect) whether the weights hub can be reached."""
+    import socket
+    from urllib.parse import urlparse
+
+    try:
+        from huggingface_hub import constants
+
+        host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    except ImportError:  # pragma: no cover - huggingface_hub comes with timm
+        host = "huggingface.co"
+    try:
+        with socket.create_connection((host, 443), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def _hub_offline_when_unreachable():
+    """Without network, switch huggingface_hub to offline mode for one call.
+
+    Cached weights still load; missing ones fail at once instead of after a minute
+    of retries.
+    """
+    if _hub_reachable():
+        yield False
+        return
+    from huggingface_hub import constants
+
+    with mock.patch.object(constants, "HF_HUB_OFFLINE", True):
+        yield True
+
+
+def create_backbone(config: BackboneConfig) -> nn.Module:
+    """Build the headless timm backbone (`num_classes=0`: pooled `num_features` out)."""
+    validate_model_name(config.model_name)
+    kwargs: dict[str, Any] = dict(config.kwargs)
+    kwargs.update(
+        num_classes=0,
+        drop_rate=config.drop_rate,
+        drop_path_rate=config.drop_path_rate,
+        in_chans=config.in_chans,
+    )
+    if config.checkpoint_path:
+        # timm's own pretrained loader reads a local file: it adapts in_chans and drops
+        # the classifier weights that do not fit num_classes=0.
+        kwargs["pretrained_cfg_overlay"] = dict(file=str(config.checkpoint_path))
+        return timm.create_model(config.model_name, pretrained=True, **kwargs)
+    if not config.pretrained:
+        return timm.create_model(config.model_name, pretrained=False, **kwargs)
+    with _hub_offline_when_unreachable() as offline:
+        try:
+            return timm.create_model(config.model_name, pretrained=True, **kwargs)
+        except Exception as exc:
+            if not offline and not isinstance(exc, OSError):
+                raise
+            error = exc
+    raise RuntimeError(
+        f"Pretrained weights for {config.model_name!r} could not be fetched offline "
+        f"(the weights hub is unreachable and they are not cached; {type(error).__name__}). "
+        "Use local weights with BackboneConfig(checkpoint_path='/path/to/weights.pth') "
+        "(Hydra: backbone.checkpoint_path=...) or train from scratch with "
+        "pretrained=False (Hydra: backbone.pretrained=false)."
+    ) from error
+
+
+def list_backbones(pattern: str = "*", pretrained: bool = False) -> list[str]:
+    """timm model names matching a glob `pattern` (e.g. 'resnet*', '*vit*')."""
+    return timm.list_models(pattern, pretrained=pretrained)

@@ -1,0 +1,132 @@
+"""Map-style datasets behind the sources: raw items (PIL image, label) plus a transform wrapper.
+
+Sources return *raw* datasets without transforms; the datamodule wraps each split with its
+own transform. So a validation split carved from the training data never shares the
+training transform (augmentation) with it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from autotimm.data.files import load_image
+
+
+def targets_of(dataset: Any) -> np.ndarray:
+    """Integer labels of a dataset, from its ``targets`` attribute (ours and torchvision's)."""
+    return np.asarray(dataset.targets, dtype=np.int64)
+
+
+class ArrayImageDataset(Dataset):
+    """uint8 images kept in memory, (N, H, W) grayscale or (N, H, W, 3) RGB.
+
+    Pixels stay a compact array; a PIL image is made per item only because timm's
+    transforms take PIL input.
+    """
+
+    def __init__(self, images: np.ndarray, targets: Sequence[int] | np.ndarray) -> None:
+        if images.dtype != np.uint8 or images.ndim not in (3, 4):
+            raise ValueError(f"expected uint8 (N,H,W[,C]) images, got {images.dtype} {images.shape}")
+        if len(images) != len(targets):
+            raise ValueError(f"{len(images)} images but {len(targets)} labels")
+        self.images = images
+        self.targets = np.asarray(targets, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[Image.Image, int]:
+        return Image.fromarray(self.images[index]), int(self.targets[index])
+
+
+class FileImageDataset(Dataset):
+    """Images read from files on every access; a failed read names the file."""
+
+    def __init__(self, paths: Sequence[Path], targets: Sequence[int]) -> None:
+        if len(paths) != len(targets):
+            raise ValueError(f"{len(paths)} paths but {len(targets)} labels")
+        self.paths = list(paths)
+        self.targets = np.asarray(targets, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[Image.Image, int]:
+        return load_image(self.paths[index]), int(self.targets[index])
+
+
+class SyntheticDataset(Dataset):
+    """Random normal tensors of shape ``input_size`` with balanced random labels.
+
+    Each item is drawn from its own generator seeded by (seed, index), so items are the
+    same on every access, in every worker, without holding them all in memory.
+    """
+
+    def __init__(
+        self, size: int, num_classes: int, input_size: Sequence[int], seed: int
+    ) -> None:
+        if size < 1 or num_classes < 1:
+            raise ValueError(f"synthetic data needs size >= 1 and num_classes >= 1, "
+                             f"got size={size}, num_classes={num_classes}")
+        self.input_size = tuple(int(s) for s in input_size)
+        self.seed = seed
+        rng = np.random.default_rng(seed)
+        # every class equally often (as far as size allows), in seeded order
+        self.targets = rng.permutation(np.arange(size) % num_classes).astype(np.int64)
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        item_seed = int(np.random.SeedSequence([self.seed, index]).generate_state(1)[0])
+        generator = torch.Generator().manual_seed(item_seed)
+        return torch.randn(self.input_size, generator=generator), int(self.targets[index])
+
+
+class SubsetDataset(Dataset):
+    """A view on some indices of a dataset that, unlike torch's Subset, keeps ``targets``."""
+
+    def __init__(self, base: Dataset, indices: Sequence[int] | np.ndarray) -> None:
+        self.base = base
+        self.indices = np.asarray(indices, dtype=np.int64)
+        self.targets = targets_of(base)[self.indices]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int) -> Any:
+        return self.base[int(self.indices[index])]
+
+
+class TransformedDataset(Dataset):
+    """Apply one split's transform to a raw dataset's PIL images.
+
+    ``mode`` ("RGB" or "L") converts every image first, so grayscale data feeds a
+    3-channel backbone and RGB/RGBA/palette files all come out with the same channels.
+    """
+
+    def __init__(
+        self, base: Dataset, transform: Callable[[Any], Any] | None, mode: str | None
+    ) -> None:
+        self.base = base
+        self.transform = transform
+        self.mode = mode
+        self.targets = targets_of(base)
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        image, label = self.base[index]
+        if isinstance(image, Image.Image) and self.mode and image.mode != self.mode:
+            image = image.convert(self.mode)
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, label

@@ -1,0 +1,103 @@
+"""Finding image files on disk and checking that they can be read."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from PIL import Image
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".webp")
+
+
+class CorruptImageError(OSError):
+    """An image file is missing or cannot be decoded; the message names the file."""
+
+
+def is_image_file(path: Path) -> bool:
+    """A visible file with one of IMAGE_EXTENSIONS (case-insensitive)."""
+    return (
+        path.is_file() and not path.name.startswith(".") and path.suffix.lower() in IMAGE_EXTENSIONS
+    )
+
+
+def class_folders(folder: Path) -> list[str]:
+    """Sorted names of the visible sub-folders of ``folder`` (one per class)."""
+    return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def scan_class_folders(folder: Path, class_names: Sequence[str]) -> tuple[list[Path], list[int]]:
+    """Image paths under ``folder/<class>/`` (recursively) and their class indices.
+
+    Classes missing from ``folder`` are fine (a split may lack a class); order is sorted so
+    the file list, and with it every seeded split, is the same on every machine.
+    """
+    paths: list[Path] = []
+    labels: list[int] = []
+    for index, name in enumerate(class_names):
+        class_dir = folder / name
+        if not class_dir.is_dir():
+            continue
+        found = sorted(p for p in class_dir.rglob("*") if is_image_file(p))
+        paths.extend(found)
+        labels.extend([index] * len(found))
+    return paths, labels
+
+
+def load_image(path: Path) -> Image.Image:
+    """Decode an image fully, turning any decoder failure into an error naming the file."""
+    try:
+        with open(path, "rb") as f:
+            image = Image.open(f)
+            image.load()  # decode now, while the file is open
+        return image
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise CorruptImageError(f"cannot read image {path}: {exc}") from exc
+
+
+def _problem(path: Path, verify: bool) -> str | None:
+    """Why ``path`` is unusable, or None. ``verify`` opens it; otherwise only existence."""
+    if not path.is_file():
+        return "file not found"
+    if not verify:
+        return None
+    try:
+        # verify() checks structure/CRCs without decoding all pixels: cheap at setup time
+        with Image.open(path) as image:
+            image.verify()
+    except Exception as exc:  # PIL raises many types for broken files
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def check_images(
+    paths: Sequence[Path], labels: Sequence[int], *, verify: bool, skip_corrupt: bool
+) -> tuple[list[Path], list[int]]:
+    """Drop (``skip_corrupt``) or report (default) files that are missing or unreadable.
+
+    Raises CorruptImageError naming the bad files unless ``skip_corrupt``; then the bad
+    files are left out with a warning that gives their count.
+    """
+    # threads: the check is file I/O bound, and PIL releases the GIL while reading
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        problems = list(pool.map(lambda p: _problem(p, verify), paths))
+    bad = [(p, why) for p, why in zip(paths, problems) if why is not None]
+    if not bad:
+        return list(paths), list(labels)
+    listing = "; ".join(f"{p} ({why})" for p, why in bad[:5])
+    more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+    if not skip_corrupt:
+        raise CorruptImageError(
+            f"{len(bad)} unreadable image file(s): {listing}{more}. "
+            "Fix or remove them, or set data.skip_corrupt=true to skip them."
+        )
+    message = f"skipped {len(bad)} corrupt or missing image file(s): {listing}{more}"
+    log.warning(message)
+    warnings.warn(message, stacklevel=2)
+    keep = [i for i, why in enumerate(problems) if why is None]
+    return [paths[i] for i in keep], [labels[i] for i in keep]

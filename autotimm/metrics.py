@@ -1,0 +1,151 @@
+"""Metric configuration and the manager that builds one metric instance per stage."""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import torch
+import torch.nn as nn
+
+from autotimm.utils import import_object, to_plain
+
+STAGES = ("train", "val", "test")
+BACKENDS = ("torchmetrics", "custom")
+PREDS_TYPES = ("probs", "logits", "labels")
+
+
+@dataclass
+class MetricConfig:
+    """One metric: which class, its parameters, the stages it runs in and how it is logged.
+
+    `backend="torchmetrics"` looks `metric_class` up in `torchmetrics` and
+    `torchmetrics.classification`; `backend="custom"` imports a dotted path.
+    `num_classes` (and `task="multiclass"`) are filled in when the class takes them.
+    `preds` chooses what the metric receives: class probabilities (default; works for
+    every torchmetrics classification metric, including AUROC and calibration error),
+    raw logits, or predicted class indices.
+    """
+
+    name: str
+    metric_class: str
+    backend: Literal["torchmetrics", "custom"] = "torchmetrics"
+    params: dict[str, Any] = field(default_factory=dict)
+    stages: list[str] = field(default_factory=lambda: list(STAGES))
+    prog_bar: bool = False
+    log_on_step: bool = False
+    log_on_epoch: bool = True
+    preds: Literal["probs", "logits", "labels"] = "probs"
+
+    def __post_init__(self) -> None:
+        self.params = dict(to_plain(self.params) or {})
+        self.stages = list(to_plain(self.stages))
+        if self.backend not in BACKENDS:
+            raise ValueError(
+                f"Metric {self.name!r}: unknown backend {self.backend!r}; accepted: {BACKENDS}"
+            )
+        bad = [s for s in self.stages if s not in STAGES]
+        if bad or not self.stages:
+            raise ValueError(
+                f"Metric {self.name!r}: bad stages entry {bad or self.stages!r}; "
+                f"accepted: {list(STAGES)}"
+            )
+        if self.preds not in PREDS_TYPES:
+            raise ValueError(
+                f"Metric {self.name!r}: unknown preds {self.preds!r}; accepted: {PREDS_TYPES}"
+            )
+
+    def resolve_class(self) -> type:
+        if self.backend == "custom":
+            return import_object(self.metric_class)
+        import torchmetrics
+        import torchmetrics.classification as tmc
+
+        for namespace in (torchmetrics, tmc):
+            cls = getattr(namespace, self.metric_class, None)
+            if cls is not None:
+                return cls
+        raise ValueError(
+            f"Metric {self.name!r}: metric class {self.metric_class!r} not found in "
+            "torchmetrics or torchmetrics.classification (for your own class use "
+            "backend='custom' with a dotted path)."
+        )
+
+    def build(self, num_classes: int) -> nn.Module:
+        cls = self.resolve_class()
+        params = dict(self.params)
+        accepted = _accepted_params(cls)
+        if "num_classes" in accepted:
+            params.setdefault("num_classes", num_classes)
+        if "task" in accepted:
+            params.setdefault("task", "multiclass")
+        try:
+            return cls(**params)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(
+                f"Metric {self.name!r}: {self.metric_class}({params}) failed: {exc}"
+            ) from exc
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _accepted_params(cls: type) -> set[str]:
+    """Keyword names a metric class takes (torchmetrics task wrappers use __new__)."""
+    names: set[str] = set()
+    for fn in (getattr(cls, "__new__", None), cls.__init__):
+        try:
+            names |= set(inspect.signature(fn).parameters)
+        except (TypeError, ValueError):
+            continue
+    return names
+
+
+def as_metric_config(value: MetricConfig | dict[str, Any]) -> MetricConfig:
+    if isinstance(value, MetricConfig):
+        return value
+    value = to_plain(value)
+    if isinstance(value, dict):
+        return MetricConfig(**{k: v for k, v in value.items() if k != "_target_"})
+    raise ValueError(f"Expected a MetricConfig or dict, got {value!r}")
+
+
+class MetricManager(nn.Module):
+    """Owns separate metric instances for train, val and test.
+
+    `manager.get("val")` (or `manager.val_metrics`) is a ModuleDict name -> metric; `manager.configs` keeps the
+    configs. Registered as a submodule, so metrics follow the model's device.
+    """
+
+    def __init__(
+        self, configs: list[MetricConfig] | list[dict[str, Any]], num_classes: int
+    ) -> None:
+        super().__init__()
+        self.configs = [as_metric_config(c) for c in to_plain(configs)]
+        names = [c.name for c in self.configs]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"Metric names must be unique; repeated: {duplicates}")
+        self.num_classes = num_classes
+        # One ModuleDict per stage (`train_metrics`, ...): separate state per stage.
+        for stage in STAGES:
+            built = {c.name: c.build(num_classes) for c in self.configs if stage in c.stages}
+            setattr(self, f"{stage}_metrics", nn.ModuleDict(built))
+
+    def get(self, stage: str) -> nn.ModuleDict:
+        return getattr(self, f"{stage}_metrics")
+
+    def config(self, name: str) -> MetricConfig:
+        return next(c for c in self.configs if c.name == name)
+
+    def update(self, stage: str, logits: torch.Tensor, target: torch.Tensor) -> None:
+        """Feed one batch to every metric of `stage` in the form each expects."""
+        metrics = self.get(stage)
+        if not len(metrics):
+            return
+        inputs = {"logits": logits.detach()}
+        inputs["probs"] = inputs["logits"].float().softmax(dim=-1)
+        inputs["labels"] = inputs["logits"].argmax(dim=-1)
+        for name, metric in metrics.items():
+            metric.update(inputs[self.config(name).preds], target)

@@ -1,0 +1,54 @@
+"""Mixup/CutMix and label smoothing glue around timm's `Mixup`."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def validate_regularization(
+    label_smoothing: float, mixup_alpha: float, cutmix_alpha: float, head_dropout: float
+) -> None:
+    if not 0.0 <= label_smoothing < 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
+    if mixup_alpha < 0:
+        raise ValueError(f"mixup_alpha must be >= 0 (0 disables mixup), got {mixup_alpha!r}")
+    if cutmix_alpha < 0:
+        raise ValueError(f"cutmix_alpha must be >= 0 (0 disables cutmix), got {cutmix_alpha!r}")
+    if not 0.0 <= head_dropout < 1.0:
+        raise ValueError(f"head_dropout must be in [0, 1), got {head_dropout!r}")
+
+
+class BatchMixer:
+    """Mixes a training batch and returns soft targets (label smoothing folded in).
+
+    timm's Mixup needs an even batch; an odd batch (the last one without
+    drop_last) is left unmixed, with smoothed one-hot targets.
+    """
+
+    def __init__(
+        self, num_classes: int, mixup_alpha: float, cutmix_alpha: float, label_smoothing: float
+    ) -> None:
+        from timm.data import Mixup
+
+        self.num_classes = num_classes
+        self.label_smoothing = label_smoothing
+        self.mixup = Mixup(
+            mixup_alpha=mixup_alpha,
+            cutmix_alpha=cutmix_alpha,
+            label_smoothing=label_smoothing,
+            num_classes=num_classes,
+        )
+
+    def __call__(
+        self, images: torch.Tensor, target: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if images.shape[0] % 2 == 0:
+            return self.mixup(images, target)
+        return images, smooth_one_hot(target, self.num_classes, self.label_smoothing)
+
+
+def smooth_one_hot(target: torch.Tensor, num_classes: int, smoothing: float) -> torch.Tensor:
+    """One-hot targets with the same smoothing convention as CrossEntropyLoss."""
+    off = smoothing / num_classes
+    return F.one_hot(target, num_classes).float() * (1.0 - smoothing) + off

@@ -1,0 +1,29 @@
+"""Small shared helpers: dotted-path imports and plain-container conversion."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+
+def import_object(dotted_path: str) -> Any:
+    """Import `package.module.Name`; raise ValueError naming the path when it fails."""
+    module_name, _, attr = dotted_path.rpartition(".")
+    if not module_name:
+        raise ValueError(f"{dotted_path!r} is not a dotted path like 'package.module.Class'")
+    try:
+        module = importlib.import_module(module_name)
+        return getattr(module, attr)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"Cannot import {dotted_path!r}: {exc}") from exc
+
+
+def to_plain(value: Any) -> Any:
+    """Turn OmegaConf containers (from Hydra) into plain dicts/lists; leave others alone."""
+    try:
+        from omegaconf import DictConfig, ListConfig, OmegaConf
+    except ImportError:  # pragma: no cover - omegaconf is a dependency
+        return value
+    if isinstance(value, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(value, resolve=True)
+    return value
