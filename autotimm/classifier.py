@@ -139,7 +139,9 @@ class ImageClassifier(L.LightningModule):
             loss = self.criterion(logits, target)
         # train metrics compare against the original hard labels
         self._update_and_log_metrics("train", logits, target)
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
+        # `train/loss` per step under its documented name, plus an epoch mean
+        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
+        self.log("train/loss_epoch", loss, on_step=False, on_epoch=True)
         if self.logging_config.log_learning_rate:
             lr = self.trainer.optimizers[0].param_groups[0]["lr"]
             self.log("train/lr", float(lr), on_step=True, on_epoch=False)
@@ -242,11 +244,14 @@ class ImageClassifier(L.LightningModule):
         return TrainingLength(total, max_epochs, steps_per_epoch)
 
     def lr_scheduler_step(self, scheduler: Any, metric: Any | None) -> None:
-        # timm schedulers are not torch LRSchedulers: they step with the epoch number.
+        # timm schedulers are not torch LRSchedulers: they take the epoch or update count.
         from timm.scheduler.scheduler import Scheduler as TimmScheduler
 
         if isinstance(scheduler, TimmScheduler):
-            scheduler.step(epoch=self.current_epoch + 1, metric=metric)
+            if scheduler.t_in_epochs:
+                scheduler.step(epoch=self.current_epoch + 1, metric=metric)
+            else:
+                scheduler.step_update(num_updates=self.global_step, metric=metric)
         elif metric is None:
             scheduler.step()
         else:

@@ -114,8 +114,9 @@ def as_metric_config(value: MetricConfig | dict[str, Any]) -> MetricConfig:
 class MetricManager(nn.Module):
     """Owns separate metric instances for train, val and test.
 
-    `manager.get("val")` (or `manager.val_metrics`) is a ModuleDict name -> metric; `manager.configs` keeps the
-    configs. Registered as a submodule, so metrics follow the model's device.
+    `manager.get("val")` (or `manager.val_metrics`) is a ModuleDict name -> metric;
+    `manager.configs` keeps the configs. Registered as a submodule, so metrics
+    follow the model's device.
     """
 
     def __init__(

@@ -247,16 +247,24 @@ def _plateau(optimizer, length, kwargs, warmup_epochs, interval):
 def _cosine_with_restarts(optimizer, length, kwargs, warmup_epochs, interval):
     from timm.scheduler import CosineLRScheduler
 
-    # timm's scheduler counts epochs; ImageClassifier.lr_scheduler_step calls
-    # step(epoch) since it is not a torch LRScheduler.
-    kwargs.setdefault("t_initial", max(1, length.max_epochs // 3))
+    # `t_initial` and `warmup_t` are given in epochs (timm's convention) but the
+    # schedule is updated every optimizer step so each cycle is a smooth cosine.
+    # ImageClassifier.lr_scheduler_step drives it (it is not a torch LRScheduler).
+    spe = length.steps_per_epoch
+    t_initial = kwargs.pop("t_initial", max(1, length.max_epochs // 3))
     kwargs.setdefault("cycle_limit", max(1, length.max_epochs))
     kwargs.setdefault("lr_min", 0.0)
-    if warmup_epochs:
-        kwargs.setdefault("warmup_t", warmup_epochs)
+    warmup_t = kwargs.pop("warmup_t", warmup_epochs)
+    if warmup_t:
         kwargs.setdefault("warmup_lr_init", optimizer.param_groups[0]["lr"] * 0.01)
-    kwargs.setdefault("t_in_epochs", True)
-    return _epoch_config(CosineLRScheduler(optimizer, **kwargs), interval)
+    sched = CosineLRScheduler(
+        optimizer,
+        t_initial=max(1, round(t_initial * spe)),
+        warmup_t=round(warmup_t * spe),
+        t_in_epochs=False,
+        **kwargs,
+    )
+    return {"scheduler": sched, "interval": interval or "step", "frequency": 1}
 
 
 def _none(optimizer, length, kwargs, warmup_epochs, interval):
