@@ -26,6 +26,10 @@ class MetricConfig:
     `preds` chooses what the metric receives: class probabilities (default; works for
     every torchmetrics classification metric, including AUROC and calibration error),
     raw logits, or predicted class indices.
+
+    Logged keys: `{stage}/{name}` is the epoch value (`log_on_epoch`); with
+    `log_on_step` the per-batch value is logged as `{stage}/{name}_step` (or as
+    `{stage}/{name}` when `log_on_epoch=False`).
     """
 
     name: str
@@ -50,6 +54,11 @@ class MetricConfig:
             raise ValueError(
                 f"Metric {self.name!r}: bad stages entry {bad or self.stages!r}; "
                 f"accepted: {list(STAGES)}"
+            )
+        if not (self.log_on_step or self.log_on_epoch):
+            raise ValueError(
+                f"Metric {self.name!r}: log_on_step and log_on_epoch are both False, so it "
+                "would never be logged; set at least one to True."
             )
         if self.preds not in PREDS_TYPES:
             raise ValueError(
@@ -107,7 +116,16 @@ def as_metric_config(value: MetricConfig | dict[str, Any]) -> MetricConfig:
         return value
     value = to_plain(value)
     if isinstance(value, dict):
-        return MetricConfig(**{k: v for k, v in value.items() if k != "_target_"})
+        fields = {k: v for k, v in value.items() if k != "_target_"}
+        accepted = list(MetricConfig.__dataclass_fields__)
+        unknown = sorted(set(fields) - set(accepted))
+        missing = [k for k in ("name", "metric_class") if k not in fields]
+        if unknown or missing:
+            raise ValueError(
+                f"Bad metric config {value!r}: unknown keys {unknown}, missing {missing}; "
+                f"accepted keys: {accepted}"
+            )
+        return MetricConfig(**fields)
     raise ValueError(f"Expected a MetricConfig or dict, got {value!r}")
 
 
@@ -128,6 +146,7 @@ class MetricManager(nn.Module):
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"Metric names must be unique; repeated: {duplicates}")
+        self._by_name = {c.name: c for c in self.configs}
         self.num_classes = num_classes
         # One ModuleDict per stage (`train_metrics`, ...): separate state per stage.
         for stage in STAGES:
@@ -138,15 +157,36 @@ class MetricManager(nn.Module):
         return getattr(self, f"{stage}_metrics")
 
     def config(self, name: str) -> MetricConfig:
-        return next(c for c in self.configs if c.name == name)
+        return self._by_name[name]
 
-    def update(self, stage: str, logits: torch.Tensor, target: torch.Tensor) -> None:
-        """Feed one batch to every metric of `stage` in the form each expects."""
+    def update(
+        self, stage: str, logits: torch.Tensor, target: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """Feed one batch to every metric of `stage` in the form each expects.
+
+        Returns the batch values of the metrics configured with `log_on_step` (those
+        run the metric's forward, which also accumulates the epoch state).
+        """
         metrics = self.get(stage)
         if not len(metrics):
-            return
-        inputs = {"logits": logits.detach()}
-        inputs["probs"] = inputs["logits"].float().softmax(dim=-1)
-        inputs["labels"] = inputs["logits"].argmax(dim=-1)
+            return {}
+        detached = logits.detach()
+        inputs: dict[str, torch.Tensor] = {}
+        step_values: dict[str, torch.Tensor] = {}
         for name, metric in metrics.items():
-            metric.update(inputs[self.config(name).preds], target)
+            config = self.config(name)
+            if config.preds not in inputs:
+                inputs[config.preds] = _as_preds(detached, config.preds)
+            if config.log_on_step:
+                step_values[name] = metric(inputs[config.preds], target)
+            else:
+                metric.update(inputs[config.preds], target)
+        return step_values
+
+
+def _as_preds(logits: torch.Tensor, kind: str) -> torch.Tensor:
+    if kind == "probs":
+        return logits.float().softmax(dim=-1)
+    if kind == "labels":
+        return logits.argmax(dim=-1)
+    return logits

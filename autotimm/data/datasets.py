@@ -33,7 +33,9 @@ class ArrayImageDataset(Dataset):
 
     def __init__(self, images: np.ndarray, targets: Sequence[int] | np.ndarray) -> None:
         if images.dtype != np.uint8 or images.ndim not in (3, 4):
-            raise ValueError(f"expected uint8 (N,H,W[,C]) images, got {images.dtype} {images.shape}")
+            raise ValueError(
+                f"expected uint8 (N,H,W[,C]) images, got {images.dtype} {images.shape}"
+            )
         if len(images) != len(targets):
             raise ValueError(f"{len(images)} images but {len(targets)} labels")
         self.images = images
@@ -69,12 +71,12 @@ class SyntheticDataset(Dataset):
     same on every access, in every worker, without holding them all in memory.
     """
 
-    def __init__(
-        self, size: int, num_classes: int, input_size: Sequence[int], seed: int
-    ) -> None:
+    def __init__(self, size: int, num_classes: int, input_size: Sequence[int], seed: int) -> None:
         if size < 1 or num_classes < 1:
-            raise ValueError(f"synthetic data needs size >= 1 and num_classes >= 1, "
-                             f"got size={size}, num_classes={num_classes}")
+            raise ValueError(
+                f"synthetic data needs size >= 1 and num_classes >= 1, "
+                f"got size={size}, num_classes={num_classes}"
+            )
         self.input_size = tuple(int(s) for s in input_size)
         self.seed = seed
         rng = np.random.default_rng(seed)

@@ -86,7 +86,7 @@ def check_images(
     # threads: the check is file I/O bound, and PIL releases the GIL while reading
     with ThreadPoolExecutor(max_workers=8) as pool:
         problems = list(pool.map(lambda p: _problem(p, verify), paths))
-    bad = [(p, why) for p, why in zip(paths, problems) if why is not None]
+    bad = [(p, why) for p, why in zip(paths, problems, strict=True) if why is not None]
     if not bad:
         return list(paths), list(labels)
     listing = "; ".join(f"{p} ({why})" for p, why in bad[:5])

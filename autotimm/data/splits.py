@@ -11,7 +11,8 @@ def _count(n: int, fraction: float) -> int:
     """Items a fraction asks for; at least one when the fraction is positive and n allows it."""
     if fraction <= 0:
         return 0
-    return max(1, round(n * fraction)) if n >= 2 else 0
+    # half rounds up (round() would send 4.5 to 4)
+    return max(1, int(n * fraction + 0.5)) if n >= 2 else 0
 
 
 def stratified_split(

@@ -81,7 +81,10 @@ def resolve_data_config(
         if image_size is not None and _as_hw(image_size) != backbone_hw:
             log.info(
                 "%s has a fixed input size: using %sx%s instead of image_size=%s",
-                backbone, height, width, image_size,
+                backbone,
+                height,
+                width,
+                image_size,
             )
     elif image_size is not None:
         height, width = _as_hw(image_size)

@@ -1,0 +1,83 @@
+"""Lightning callbacks autotimm adds: training throughput and the validation history."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import lightning as L
+import torch
+
+
+def _sync(module: L.LightningModule) -> None:
+    # only at phase boundaries, never per step
+    if module.device.type == "cuda":
+        torch.cuda.synchronize(module.device)
+
+
+class TrainThroughput(L.Callback):
+    """Images per second over the training phases of the run (data loading included).
+
+    The first batch of the run (warm-up, cudnn autotuning, compilation) is not counted.
+    Logged as `train/images_per_s` each epoch; `images_per_s` holds the run's value.
+    """
+
+    def __init__(self) -> None:
+        self.images = 0
+        self.seconds = 0.0
+        self._started: float | None = None
+        self._seen_first = False
+
+    def on_train_batch_start(self, trainer, pl_module, batch: Any, batch_idx: int) -> None:
+        if self._seen_first and self._started is None:
+            self._started = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch: Any, batch_idx: int) -> None:
+        if not self._seen_first:
+            _sync(pl_module)
+            self._seen_first = True
+            return
+        self.images += int(batch[0].shape[0])
+
+    def _stop(self, pl_module: L.LightningModule) -> None:
+        if self._started is not None:
+            _sync(pl_module)
+            self.seconds += time.perf_counter() - self._started
+            self._started = None
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        self._stop(pl_module)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self._stop(pl_module)
+        if self.images_per_s is not None:
+            pl_module.log("train/images_per_s", self.images_per_s, on_epoch=True)
+
+    @property
+    def images_per_s(self) -> float | None:
+        return self.images / self.seconds if self.seconds > 0 else None
+
+
+class ValidationHistory(L.Callback):
+    """Keeps every epoch's validation metrics, to report the best epoch's values."""
+
+    def __init__(self) -> None:
+        self.epochs: list[dict[str, Any]] = []
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        row = {
+            key: float(value)
+            for key, value in trainer.callback_metrics.items()
+            if key.startswith("val/") and value.numel() == 1
+        }
+        if row:
+            self.epochs.append({"epoch": trainer.current_epoch, "step": trainer.global_step, **row})
+
+    def best(self, metric: str, mode: str) -> dict[str, Any] | None:
+        scored = [row for row in self.epochs if metric in row]
+        if not scored:
+            return self.epochs[-1] if self.epochs else None
+        pick = max if mode == "max" else min
+        return pick(scored, key=lambda row: row[metric])

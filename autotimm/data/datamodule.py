@@ -1,0 +1,272 @@
+"""``ImageDataModule``: one LightningDataModule over every data source, with timm transforms."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from autotimm.data.datasets import SubsetDataset, TransformedDataset, targets_of
+from autotimm.data.sources import SourceOptions, SourceSplits, download_source, get_source
+from autotimm.data.splits import limit_indices
+from autotimm.data.transforms import AugmentConfig, build_transform, resolve_data_config
+
+log = logging.getLogger(__name__)
+
+# Sources whose items are cheap in-memory arrays: worker processes cost more than they save
+IN_MEMORY_SOURCES = frozenset({"digits", "synthetic"})
+
+
+def default_num_workers(source: str) -> int:
+    """Loader workers when ``num_workers`` is None.
+
+    0 for cheap in-memory sources and for machines with <= 2 cores (there the model
+    needs the cores; measured faster here); else one fewer than the cores, at most 8.
+    """
+    cpus = os.cpu_count() or 1
+    if source in IN_MEMORY_SOURCES or cpus <= 2:
+        return 0
+    return min(8, cpus - 1)
+
+
+class ImageDataModule(L.LightningDataModule):
+    """Train/val/test/predict loaders for one data source (see ``list_sources()``).
+
+    Every argument is a plain type so Hydra can build it (``_target_:
+    autotimm.data.ImageDataModule``). The data is loaded lazily on first use of
+    ``num_classes``/``class_names``/``data_config`` or in ``setup``, once.
+
+    Source-specific arguments: ``root`` (all but digits/synthetic), ``download``
+    (fashion_mnist, cifar10, cifar100), ``csv_file``/``path_column``/``label_column``/
+    ``split_column`` (csv), ``synthetic_size``/``num_classes`` (synthetic),
+    ``skip_corrupt``/``verify_images`` (image_folder, csv). ``limit`` caps every split
+    (a seeded stratified sample). ``val_fraction``/``test_fraction`` apply to splits the
+    source does not provide itself. Augmentation arguments go to timm's
+    ``create_transform`` for the training split only; val/test/predict use eval transforms.
+    """
+
+    def __init__(
+        self,
+        source: str = "digits",
+        root: str | None = None,
+        batch_size: int = 64,
+        num_workers: int | None = None,
+        image_size: int | None = None,
+        backbone: str | None = None,
+        in_chans: int = 3,
+        val_fraction: float = 0.15,
+        test_fraction: float = 0.15,
+        seed: int = 42,
+        download: bool = False,
+        pin_memory: bool | None = None,
+        persistent_workers: bool = True,
+        drop_last: bool = True,
+        skip_corrupt: bool = False,
+        verify_images: bool = True,
+        limit: int | None = None,
+        num_classes: int | None = None,
+        synthetic_size: int = 512,
+        csv_file: str | None = None,
+        path_column: str = "path",
+        label_column: str = "label",
+        split_column: str = "split",
+        hflip: float = 0.5,
+        vflip: float = 0.0,
+        scale: Sequence[float] | None = None,
+        ratio: Sequence[float] | None = None,
+        color_jitter: float | None = 0.4,
+        auto_augment: str | None = None,
+        re_prob: float = 0.0,
+        no_aug: bool = False,
+        interpolation: str | None = None,
+        crop_pct: float | None = None,
+    ) -> None:
+        super().__init__()
+        # logger=False: the run logs the full config; merging both would clash on num_classes
+        self.save_hyperparameters(logger=False)
+        get_source(source)  # fail at construction on an unknown source name
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if in_chans < 1:
+            raise ValueError(f"in_chans must be >= 1, got {in_chans}")
+        if in_chans not in (1, 3) and source != "synthetic":
+            raise ValueError(f"image sources give 1 or 3 channels; in_chans={in_chans}")
+        self.source = source
+        self.batch_size = batch_size
+        self.num_workers = default_num_workers(source) if num_workers is None else num_workers
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
+        # workers that live across epochs only exist when there are workers
+        self.persistent_workers = persistent_workers and self.num_workers > 0
+        self.drop_last = drop_last
+        self.augment = AugmentConfig(
+            hflip=hflip,
+            vflip=vflip,
+            scale=tuple(scale) if scale is not None else None,  # type: ignore[arg-type]
+            ratio=tuple(ratio) if ratio is not None else None,  # type: ignore[arg-type]
+            color_jitter=color_jitter,
+            auto_augment=auto_augment,
+            re_prob=re_prob,
+            no_aug=no_aug,
+        )
+        self._splits: SourceSplits | None = None
+        self._data_config: dict[str, Any] | None = None
+        self._datasets: dict[str, TransformedDataset] = {}
+
+    # ----------------------------------------------------------------- loading
+    def _resolve_config(self, native_size: int | None = None) -> dict[str, Any]:
+        hp = self.hparams
+        return resolve_data_config(
+            hp.backbone,
+            image_size=hp.image_size,
+            in_chans=hp.in_chans,
+            interpolation=hp.interpolation,
+            crop_pct=hp.crop_pct,
+            native_size=native_size,
+        )
+
+    def _load(self) -> SourceSplits:
+        """Load and split the source, check num_classes, build the split datasets (once)."""
+        if self._splits is not None:
+            return self._splits
+        hp = self.hparams
+        options = SourceOptions(
+            root=hp.root,
+            val_fraction=hp.val_fraction,
+            test_fraction=hp.test_fraction,
+            seed=hp.seed,
+            download=hp.download,
+            skip_corrupt=hp.skip_corrupt,
+            verify_images=hp.verify_images,
+            csv_file=hp.csv_file,
+            path_column=hp.path_column,
+            label_column=hp.label_column,
+            split_column=hp.split_column,
+            num_classes=hp.num_classes,
+            synthetic_size=hp.synthetic_size,
+            input_size=self._resolve_config()["input_size"],
+        )
+        splits = get_source(self.source)(options)
+        found = len(splits.class_names)
+        if hp.num_classes is not None and hp.num_classes != found:
+            raise ValueError(
+                f"num_classes={hp.num_classes} was given but source {self.source!r} has "
+                f"{found} classes; set data.num_classes={found} or leave it unset"
+            )
+        if hp.limit is not None:
+            splits.train, splits.val, splits.test = (
+                SubsetDataset(ds, limit_indices(targets_of(ds), hp.limit, hp.seed))
+                for ds in (splits.train, splits.val, splits.test)
+            )
+        # the native image size is known only now; it picks the eval crop for tiny images
+        self._data_config = self._resolve_config(splits.native_size)
+        self._build_datasets(splits)
+        self._splits = splits
+        log.info(
+            "data %s: %d train / %d val / %d test images, %d classes, input %s",
+            self.source, len(splits.train), len(splits.val), len(splits.test), found,
+            self._data_config["input_size"],
+        )  # fmt: skip
+        return splits
+
+    def _build_datasets(self, splits: SourceSplits) -> None:
+        """Wrap each split with its own transform: train augments, val/test never do."""
+        if splits.is_tensor:  # ready tensors at the input size: nothing to transform
+            train_tf = eval_tf = None
+        else:
+            train_tf = build_transform(self._data_config, True, self.augment)
+            eval_tf = build_transform(self._data_config, False)
+        mode = "L" if self.hparams.in_chans == 1 else "RGB"
+        self._datasets = {
+            "train": TransformedDataset(splits.train, train_tf, mode),
+            "val": TransformedDataset(splits.val, eval_tf, mode),
+            "test": TransformedDataset(splits.test, eval_tf, mode),
+        }
+
+    def prepare_data(self) -> None:
+        """Download once per node (Lightning calls this on one process) when asked to."""
+        if self.hparams.download:
+            download_source(self.source, self.hparams.root)
+
+    def setup(self, stage: str | None = None) -> None:
+        """Build all splits; repeated calls (fit, then test) reuse them."""
+        self._load()
+
+    # -------------------------------------------------------------- properties
+    @property
+    def num_classes(self) -> int:
+        """Number of classes in the data (checked against a given ``num_classes``)."""
+        return len(self._load().class_names)
+
+    @property
+    def class_names(self) -> list[str]:
+        """Class names in label order (sorted folder names / labels), for checkpoints."""
+        return list(self._load().class_names)
+
+    @property
+    def data_config(self) -> dict[str, Any]:
+        """Resolved input_size (C, H, W), mean, std, interpolation, crop_pct."""
+        self._load()
+        assert self._data_config is not None
+        return dict(self._data_config)
+
+    @property
+    def train_dataset(self) -> TransformedDataset:
+        """Training split with the training (augmenting) transform."""
+        self._load()
+        return self._datasets["train"]
+
+    @property
+    def val_dataset(self) -> TransformedDataset:
+        """Validation split with the eval transform."""
+        self._load()
+        return self._datasets["val"]
+
+    @property
+    def test_dataset(self) -> TransformedDataset:
+        """Test split (also used for predict) with the eval transform."""
+        self._load()
+        return self._datasets["test"]
+
+    # ------------------------------------------------------------- dataloaders
+    def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=train,
+            # dropping the only (partial) batch of a small train split would leave nothing
+            drop_last=train and self.drop_last and len(dataset) >= self.batch_size,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.persistent_workers,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_dataset, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_dataset, train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_dataset, train=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        """Predictions run over the test split."""
+        return self._loader(self.test_dataset, train=False)
+
+    # -------------------------------------------------------------- checkpoint
+    def state_dict(self) -> dict[str, Any]:
+        """Class names and data config go into Lightning checkpoints."""
+        return {"class_names": self.class_names, "data_config": self.data_config}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Refuse to resume on data whose classes differ from the checkpoint's."""
+        saved = state_dict.get("class_names")
+        if saved is not None and list(saved) != self.class_names:
+            raise ValueError(
+                f"checkpoint was trained on classes {saved} but the data has {self.class_names}"
+            )

@@ -1,0 +1,202 @@
+"""The run behind `python train.py`: compose -> instantiate -> fit -> test -> results.json.
+
+`train(cfg)` returns the objective (a float named by `optimized_metric`) so Hydra's
+Optuna sweeper can optimise it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+
+class UserError(ValueError):
+    """A problem with the user's config or data (reported without a traceback)."""
+
+
+def instantiate_each(group: DictConfig | None) -> list[Any]:
+    """Instantiate every `_target_` entry of a callbacks/logger group (null entries skipped)."""
+    from hydra.utils import instantiate
+
+    if not group:
+        return []
+    return [instantiate(node) for node in group.values() if node is not None and "_target_" in node]
+
+
+def _resolved_config(cfg: DictConfig) -> dict[str, Any]:
+    return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+
+
+def _num_classes(cfg: DictConfig, datamodule: Any) -> int:
+    from_data = datamodule.num_classes  # loads the data; the datamodule checks data.num_classes
+    wanted = cfg.model.get("num_classes")
+    if wanted is not None and int(wanted) != from_data:
+        raise UserError(
+            f"model.num_classes={wanted} but the data has {from_data} classes "
+            "(leave it null to take the number from the data)"
+        )
+    return from_data
+
+
+def _metric_values(metrics: dict[str, Any], prefix: str) -> dict[str, float]:
+    values = {}
+    for key, value in metrics.items():
+        if key.startswith(prefix):
+            number = float(value)
+            values[key] = number if math.isfinite(number) else None
+    return values
+
+
+def train(cfg: DictConfig) -> float:
+    """One training run. Writes results.json to the run directory; returns the objective."""
+    import lightning as L
+    import torch
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.utils import instantiate
+
+    from autotimm.callbacks import TrainThroughput, ValidationHistory
+    from autotimm.console import print_config_tree
+    from autotimm.results import device_description, write_results
+
+    started = time.time()
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    overrides = list(HydraConfig.get().overrides.task)
+    if cfg.get("print_config", True):
+        print_config_tree(cfg)
+    L.seed_everything(cfg.seed, workers=True)
+    if torch.cuda.is_available():
+        torch.set_float32_matmul_precision("high")  # TF32 matmuls on Ampere and newer
+
+    datamodule = instantiate(cfg.data)
+    num_classes = _num_classes(cfg, datamodule)
+    model = instantiate(cfg.model, num_classes=num_classes, class_names=datamodule.class_names)
+    if cfg.get("compile"):
+        # in-place compile: state_dict keys stay unchanged, so checkpoints load either way
+        model.compile(mode=cfg.get("compile_mode", "default"))
+
+    callbacks = instantiate_each(cfg.get("callbacks"))
+    history = ValidationHistory()
+    callbacks.append(history)
+    throughput = next((c for c in callbacks if isinstance(c, TrainThroughput)), None)
+    loggers = instantiate_each(cfg.get("logger"))
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    for logger in loggers:
+        logger.log_hyperparams(_resolved_config(cfg))
+
+    failed = True
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        if trainer.interrupted:
+            raise KeyboardInterrupt("training was interrupted")
+        objective_name = cfg.optimized_metric
+        mode = cfg.get("optimized_mode", "max")
+        best = history.best(objective_name, mode) or {}
+        checkpoint = trainer.checkpoint_callback
+        best_path = checkpoint.best_model_path if checkpoint is not None else ""
+        objective = best.get(objective_name)
+        if objective is None and objective_name in trainer.callback_metrics:
+            objective = float(trainer.callback_metrics[objective_name])
+        if objective is None:
+            raise UserError(
+                f"optimized_metric={objective_name!r} was never logged; logged: "
+                f"{sorted(trainer.callback_metrics)}"
+            )
+        test_metrics: dict[str, float] = {}
+        if cfg.get("test", True):
+            ckpt = best_path if best_path else None
+            test_out = trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
+            test_metrics = _metric_values(test_out[0] if test_out else {}, "test/")
+        results = {
+            "objective": {"name": objective_name, "value": float(objective), "mode": mode},
+            "best_model_path": best_path or None,
+            "last_model_path": (
+                str(Path(best_path).parent / "last.ckpt") if best_path else None
+            ),
+            "val": {k: v for k, v in best.items() if k.startswith("val/")},
+            "best_epoch": best.get("epoch"),
+            "test": test_metrics,
+            "epochs": trainer.current_epoch,
+            "global_step": trainer.global_step,
+            "wall_time_s": round(time.time() - started, 2),
+            "train_images_per_s": (
+                round(throughput.images_per_s, 1)
+                if throughput is not None and throughput.images_per_s
+                else None
+            ),
+            **device_description(),
+            "num_classes": num_classes,
+            "overrides": overrides,
+            "run_dir": str(run_dir),
+            "status": "completed",
+        }
+        write_results(run_dir, results)
+        _summarise(loggers, results)
+        failed = False
+        log.info("objective %s = %.4f (run dir: %s)", objective_name, objective, run_dir)
+        return float(objective)
+    finally:
+        finish_loggers(loggers, failed)
+
+
+def _summarise(loggers: list[Any], results: dict[str, Any]) -> None:
+    """Best metrics into the W&B summary (the table and parallel-coordinates views use it)."""
+    for logger in loggers:
+        if type(logger).__name__ != "WandbLogger":
+            continue
+        summary = {"objective": results["objective"]["value"], **results["val"]}
+        summary.update(results["test"])
+        summary.update(
+            {k: results[k] for k in ("epochs", "wall_time_s", "train_images_per_s", "gpu")}
+        )
+        summary = {(k if k.startswith(("val/", "test/")) else k): v for k, v in summary.items()}
+        best = {f"best/{k}" if k.startswith("val/") else k: v for k, v in summary.items()}
+        logger.experiment.summary.update(best)
+
+
+def finish_loggers(loggers: list[Any], failed: bool) -> None:
+    """End this run's W&B run (failed runs as failed) so the next run gets a new one."""
+    for logger in loggers:
+        try:
+            logger.finalize("failed" if failed else "success")
+        except Exception as exc:  # finishing must never hide the real error
+            log.warning("could not finalize %s: %s", type(logger).__name__, exc)
+    if "wandb" in sys.modules:
+        import wandb
+
+        if wandb.run is not None:
+            wandb.finish(exit_code=1 if failed else 0)
+
+
+def main(cfg: DictConfig) -> float | None:
+    """train.py's entry: user errors print one short message in single runs.
+
+    In a multirun (sweep) errors propagate, so the sweeper records the trial as failed.
+    """
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        return train(cfg)
+    except (ValueError, FileNotFoundError, OmegaConfBaseException, RuntimeError) as exc:
+        if HydraConfig.get().mode == RunMode.MULTIRUN or not _is_user_error(exc):
+            raise
+        from autotimm.console import print_user_error
+
+        print_user_error(exc)
+        sys.exit(1)
+
+
+def _is_user_error(exc: BaseException) -> bool:
+    if isinstance(exc, RuntimeError):
+        # the clear offline-weights error from autotimm.backbone
+        return "could not be fetched offline" in str(exc)
+    return True

@@ -1,0 +1,25 @@
+"""Train a timm image classifier with Hydra configs.
+
+    python train.py                                   # resnet18 on digits
+    python train.py backbone=vit_b16 optimizer=lamb
+    python train.py -m +sweeps=lr_mixup_ls            # Optuna sweep
+    python train.py --help                            # groups and options
+"""
+
+import hydra
+from omegaconf import DictConfig
+
+from autotimm.resolvers import register_resolvers
+
+register_resolvers()  # before Hydra composes: run dirs and paths use them
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def main(cfg: DictConfig) -> float | None:
+    from autotimm.run import main as run  # imported here so --help stays fast
+
+    return run(cfg)
+
+
+if __name__ == "__main__":
+    main()
