@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 from unittest import mock
 
@@ -29,8 +30,24 @@ class BackboneConfig:
     checkpoint_path: str | None = None
     kwargs: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        from autotimm.utils import to_plain
+
+        self.kwargs = dict(to_plain(self.kwargs) or {})
+        reserved = sorted(set(self.kwargs) & (_RESERVED | set(self.__dataclass_fields__)))
+        if reserved:
+            raise ValueError(
+                f"BackboneConfig.kwargs may not set {reserved}: use the BackboneConfig "
+                f"fields {list(self.__dataclass_fields__)[:-1]} (num_classes is set by "
+                "ImageClassifier)."
+            )
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+# create_model arguments that autotimm sets itself
+_RESERVED = {"num_classes", "pretrained_cfg_overlay"}
 
 
 def as_backbone_config(backbone: str | BackboneConfig | dict[str, Any]) -> BackboneConfig:
@@ -40,7 +57,14 @@ def as_backbone_config(backbone: str | BackboneConfig | dict[str, Any]) -> Backb
     if isinstance(backbone, str):
         return BackboneConfig(model_name=backbone)
     if isinstance(backbone, dict):
-        return BackboneConfig(**{k: v for k, v in backbone.items() if k != "_target_"})
+        fields = {k: v for k, v in backbone.items() if k != "_target_"}
+        unknown = sorted(set(fields) - set(BackboneConfig.__dataclass_fields__))
+        if unknown or "model_name" not in fields:
+            raise ValueError(
+                f"Bad backbone config {backbone!r}: unknown keys {unknown}; accepted keys: "
+                f"{list(BackboneConfig.__dataclass_fields__)} (model_name required)"
+            )
+        return BackboneConfig(**fields)
     raise ValueError(
         f"backbone must be a timm model name, a BackboneConfig or a dict, got {backbone!r}"
     )
@@ -103,9 +127,15 @@ def create_backbone(config: BackboneConfig) -> nn.Module:
         in_chans=config.in_chans,
     )
     if config.checkpoint_path:
+        path = Path(config.checkpoint_path).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"BackboneConfig.checkpoint_path {str(path)!r} does not exist (expected a "
+                f"state dict file for {config.model_name!r})"
+            )
         # timm's own pretrained loader reads a local file: it adapts in_chans and drops
         # the classifier weights that do not fit num_classes=0.
-        kwargs["pretrained_cfg_overlay"] = dict(file=str(config.checkpoint_path))
+        kwargs["pretrained_cfg_overlay"] = dict(file=str(path))
         return timm.create_model(config.model_name, pretrained=True, **kwargs)
     if not config.pretrained:
         return timm.create_model(config.model_name, pretrained=False, **kwargs)

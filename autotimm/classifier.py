@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import lightning as L
@@ -17,6 +18,7 @@ from autotimm.optim import (
     TrainingLength,
     create_optimizer,
     create_scheduler,
+    dry_run_optimization,
     validate_optimizer,
     validate_scheduler,
 )
@@ -71,10 +73,14 @@ class ImageClassifier(L.LightningModule):
             raise ValueError(f"num_classes must be an integer >= 1, got {num_classes!r}")
         validate_regularization(label_smoothing, mixup_alpha, cutmix_alpha, head_dropout)
         optimizer, scheduler = to_plain(optimizer), to_plain(scheduler)
+        optimizer_kwargs = dict(to_plain(optimizer_kwargs) or {}) or None
+        scheduler_kwargs = dict(to_plain(scheduler_kwargs) or {}) or None
         validate_optimizer(optimizer)
         validate_scheduler(scheduler)
+        dry_run_optimization(optimizer, optimizer_kwargs, scheduler, scheduler_kwargs, lr)
         backbone_config = as_backbone_config(to_plain(backbone))
         self.logging_config = LoggingConfig.coerce(to_plain(logging_config))
+        class_names = list(to_plain(class_names)) if class_names is not None else None
         if class_names is not None and len(class_names) != num_classes:
             raise ValueError(
                 f"class_names has {len(class_names)} entries but num_classes={num_classes}"
@@ -86,16 +92,29 @@ class ImageClassifier(L.LightningModule):
             metric_configs = list(to_plain(metrics) or [])
         self.metrics = MetricManager(metric_configs, num_classes)
 
-        self.save_hyperparameters(ignore=["backbone", "metrics", "logging_config"])
-        # Plain-dict hparams: readable in hparams.yaml and W&B, and a checkpoint
-        # rebuilds the model offline (weights come from the state dict, not the hub).
-        self.hparams["backbone"] = {
-            **backbone_config.to_dict(),
-            "pretrained": False,
-            "checkpoint_path": None,
-        }
-        self.hparams["metrics"] = [c.to_dict() for c in self.metrics.configs]
-        self.hparams["logging_config"] = self.logging_config.to_dict()
+        # Plain-container hparams, all of them (loggers record these); checkpoints store
+        # an offline-buildable backbone (see on_save_checkpoint).
+        self.save_hyperparameters(
+            {
+                "backbone": backbone_config.to_dict(),
+                "num_classes": num_classes,
+                "metrics": [c.to_dict() for c in self.metrics.configs],
+                "logging_config": self.logging_config.to_dict(),
+                "lr": lr,
+                "weight_decay": weight_decay,
+                "optimizer": optimizer,
+                "optimizer_kwargs": optimizer_kwargs,
+                "scheduler": scheduler,
+                "scheduler_kwargs": scheduler_kwargs,
+                "head_dropout": head_dropout,
+                "label_smoothing": label_smoothing,
+                "freeze_backbone": freeze_backbone,
+                "mixup_alpha": mixup_alpha,
+                "cutmix_alpha": cutmix_alpha,
+                "class_names": class_names,
+            }
+        )
+        self.freeze_backbone = bool(freeze_backbone)
 
         self.backbone = create_backbone(backbone_config)
         self.head = ClassificationHead(self.backbone.num_features, num_classes, head_dropout)
@@ -121,7 +140,7 @@ class ImageClassifier(L.LightningModule):
 
     def train(self, mode: bool = True) -> ImageClassifier:
         super().train(mode)
-        if self.hparams.freeze_backbone:
+        if getattr(self, "freeze_backbone", False):
             # Linear probing: keep BatchNorm statistics and dropout of the frozen backbone fixed.
             self.backbone.eval()
         return self
@@ -161,7 +180,7 @@ class ImageClassifier(L.LightningModule):
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> torch.Tensor:
         """Class probabilities (N, num_classes); `.argmax(-1)` gives class indices."""
         images = batch[0] if isinstance(batch, (list, tuple)) else batch
-        return self(images).softmax(dim=-1)
+        return self(images).float().softmax(dim=-1)
 
     def _eval_step(self, stage: str, batch: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         images, target = batch[0], batch[1]
@@ -171,23 +190,35 @@ class ImageClassifier(L.LightningModule):
         self._update_and_log_metrics(stage, logits, target)
         return logits, target, loss
 
-    def _update_and_log_metrics(self, stage: str, logits: torch.Tensor, target: torch.Tensor):
-        self.metrics.update(stage, logits, target)
+    def _update_and_log_metrics(
+        self, stage: str, logits: torch.Tensor, target: torch.Tensor
+    ) -> None:
+        step_values = self.metrics.update(stage, logits, target)
         for name, metric in self.metrics.get(stage).items():
             config = self.metrics.config(name)
-            # Logging the Metric object lets Lightning compute/reset it per epoch
-            # without a host sync per step.
-            self.log(
-                f"{stage}/{name}",
-                metric,
-                on_step=config.log_on_step,
-                on_epoch=config.log_on_epoch,
-                prog_bar=config.prog_bar,
-            )
+            key = f"{stage}/{name}"
+            if config.log_on_epoch:
+                # Logging the Metric object lets Lightning compute/reset it per epoch
+                # without a host sync per step.
+                self.log(key, metric, on_step=False, on_epoch=True, prog_bar=config.prog_bar)
+            if config.log_on_step:
+                step_key = f"{key}_step" if config.log_on_epoch else key
+                self.log(
+                    step_key,
+                    step_values[name],
+                    on_step=True,
+                    on_epoch=False,
+                    prog_bar=config.prog_bar and not config.log_on_epoch,
+                )
 
     # ----------------------------------------------------------------- diagnostics
     def _trainable(self) -> list[torch.Tensor]:
         return [p for p in self.parameters() if p.requires_grad]
+
+    def no_weight_decay(self) -> set[str]:
+        """Backbone parameters timm keeps out of weight decay (e.g. ViT pos_embed)."""
+        names = getattr(self.backbone, "no_weight_decay", lambda: set())()
+        return {f"backbone.{n}" for n in names}
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         if self.logging_config.log_gradient_norm:
@@ -200,7 +231,7 @@ class ImageClassifier(L.LightningModule):
             return
         matrix = self.val_confusion.compute()
         self.val_confusion.reset()
-        if self.trainer.sanity_checking:
+        if self.trainer.sanity_checking or not self.trainer.is_global_zero:
             return
         self.last_confusion_matrix = matrix.cpu()
         from autotimm.confusion import log_confusion_matrix
@@ -217,6 +248,7 @@ class ImageClassifier(L.LightningModule):
             self.hparams.lr,
             self.hparams.weight_decay,
             self.hparams.optimizer_kwargs,
+            allow_fused=self._fused_allowed(),
         )
         scheduler = create_scheduler(
             self.hparams.scheduler,
@@ -228,6 +260,23 @@ class ImageClassifier(L.LightningModule):
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
 
+    def _fused_allowed(self) -> bool:
+        """Fused optimizers unscale inside step(): no gradient clipping, no fp16 GradScaler."""
+        trainer = self._trainer
+        if trainer is None:
+            return False
+        return not trainer.gradient_clip_val and not str(trainer.precision).startswith("16")
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # The weights are in the state dict: rebuilding must not download or read files.
+        hparams = checkpoint.get(self.CHECKPOINT_HYPER_PARAMS_KEY)
+        if hparams is not None and isinstance(hparams.get("backbone"), dict):
+            hparams["backbone"] = {
+                **hparams["backbone"],
+                "pretrained": False,
+                "checkpoint_path": None,
+            }
+
     def _training_length(self) -> TrainingLength:
         trainer = self._trainer
         if trainer is None:
@@ -235,7 +284,13 @@ class ImageClassifier(L.LightningModule):
                 "configure_optimizers needs a Trainer (schedulers are sized from the run "
                 "length); call it through Trainer.fit."
             )
-        total = int(trainer.estimated_stepping_batches)
+        estimated = trainer.estimated_stepping_batches
+        if not math.isfinite(estimated):
+            raise ValueError(
+                "The scheduler needs a finite run length: set trainer max_epochs or max_steps "
+                "(or use scheduler='none')."
+            )
+        total = int(estimated)
         max_epochs = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else 1
         if trainer.max_epochs is None or trainer.max_epochs < 0:
             steps_per_epoch = max(1, total)
@@ -259,6 +314,10 @@ class ImageClassifier(L.LightningModule):
 
 
 def _global_norm(tensors: list[torch.Tensor]) -> torch.Tensor:
-    """L2 norm of all tensors together, one fused kernel per dtype/device group."""
-    norms = torch._foreach_norm([t.detach() for t in tensors])
-    return torch.linalg.vector_norm(torch.stack(norms))
+    """L2 norm of all tensors together: fused per device/dtype group, no host sync."""
+    tensors = [t.detach() for t in tensors]
+    get_total_norm = getattr(torch.nn.utils, "get_total_norm", None)
+    if get_total_norm is not None:  # torch >= 2.6
+        return get_total_norm(tensors, norm_type=2.0)
+    norms = torch._foreach_norm(tensors)
+    return torch.linalg.vector_norm(torch.stack([n.float() for n in norms]))

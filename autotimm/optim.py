@@ -94,27 +94,50 @@ def _validate_custom(spec: Any, kind: str) -> None:
     import_object(spec["class"])
 
 
+def validate_optimizer_kwargs(
+    optimizer: str | dict[str, Any], optimizer_kwargs: dict[str, Any] | None
+) -> None:
+    """`lr` and `weight_decay` have their own ImageClassifier arguments."""
+    params = dict(optimizer.get("params") or {}) if isinstance(optimizer, dict) else {}
+    clash = sorted((set(optimizer_kwargs or {}) | set(params)) & {"lr", "weight_decay"})
+    if clash:
+        raise ValueError(
+            f"Optimizer options {clash} must be given as ImageClassifier(lr=..., "
+            "weight_decay=...), not in optimizer_kwargs or the optimizer's 'params'"
+        )
+
+
 def create_optimizer(
     model: nn.Module,
     optimizer: str | dict[str, Any],
     lr: float,
     weight_decay: float,
     optimizer_kwargs: dict[str, Any] | None = None,
+    allow_fused: bool = False,
 ) -> torch.optim.Optimizer:
-    """Build the optimizer over the trainable parameters of `model`."""
+    """Build the optimizer over the trainable parameters of `model`.
+
+    Norm and bias (1-d) parameters and the model's `no_weight_decay()` names get no
+    weight decay. `allow_fused` lets adamw/adam/sgd use torch's fused kernels when
+    every trainable parameter is on CUDA (the caller knows whether clipping or a
+    GradScaler forbid them).
+    """
     from timm.optim import create_optimizer_v2, param_groups_weight_decay
 
     optimizer = to_plain(optimizer)
     kwargs = dict(to_plain(optimizer_kwargs) or {})
+    validate_optimizer_kwargs(optimizer, kwargs)
     if isinstance(optimizer, dict):
         params = {**(optimizer.get("params") or {}), **kwargs}
         cls = import_object(optimizer["class"])
-        groups = param_groups_weight_decay(model, weight_decay)
+        no_decay = getattr(model, "no_weight_decay", lambda: set())()
+        groups = param_groups_weight_decay(model, weight_decay, no_weight_decay_list=no_decay)
         return cls(groups, lr=lr, **params)
     name = optimizer.lower()
     validate_optimizer(name)
-    if name in _FUSED_CAPABLE and "fused" not in kwargs and "foreach" not in kwargs:
-        if all(p.is_cuda for p in model.parameters() if p.requires_grad):
+    if allow_fused and name in _FUSED_CAPABLE and "fused" not in kwargs and "foreach" not in kwargs:
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        if trainable and all(p.is_cuda and p.is_floating_point() for p in trainable):
             kwargs["fused"] = True
     return create_optimizer_v2(
         model, opt=OPTIMIZERS[name], lr=lr, weight_decay=weight_decay, **kwargs
@@ -288,3 +311,27 @@ _BUILDERS = {
     "cosine_with_restarts": _cosine_with_restarts,
     "none": _none,
 }
+
+
+def dry_run_optimization(
+    optimizer: str | dict[str, Any],
+    optimizer_kwargs: dict[str, Any] | None,
+    scheduler: str | dict[str, Any] | None,
+    scheduler_kwargs: dict[str, Any] | None,
+    lr: float,
+) -> None:
+    """Build the optimizer and scheduler once on a tiny stand-in model so bad kwargs
+    fail at construction (ValueError naming them), not after the first epoch."""
+    probe = nn.Linear(2, 2)
+    try:
+        opt = create_optimizer(probe, optimizer, lr, 0.0, optimizer_kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(
+            f"optimizer {optimizer!r} rejected optimizer_kwargs {optimizer_kwargs!r}: {exc}"
+        ) from exc
+    try:
+        create_scheduler(scheduler, opt, TrainingLength(100, 10, 10), scheduler_kwargs)
+    except (TypeError, ValueError, KeyError) as exc:
+        raise ValueError(
+            f"scheduler {scheduler!r} rejected scheduler_kwargs {scheduler_kwargs!r}: {exc}"
+        ) from exc

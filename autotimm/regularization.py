@@ -44,7 +44,8 @@ class BatchMixer:
         self, images: torch.Tensor, target: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         if images.shape[0] % 2 == 0:
-            return self.mixup(images, target)
+            # timm mixes in place: work on a copy so the caller's batch stays intact
+            return self.mixup(images.clone(), target)
         return images, smooth_one_hot(target, self.num_classes, self.label_smoothing)
 
 

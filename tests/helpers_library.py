@@ -17,6 +17,7 @@ os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("WANDB_DISABLE_GIT", "true")
 
 import lightning as L  # noqa: E402
+import pytest  # noqa: E402
 import torch  # noqa: E402
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
@@ -122,3 +123,21 @@ def read_metrics_csv(path: str | Path) -> list[dict[str, str]]:
 def column(rows: list[dict[str, str]], key: str) -> list[float]:
     """Non-empty values of one metrics.csv column, in order."""
     return [float(r[key]) for r in rows if r.get(key) not in (None, "")]
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Tiny 32x32 models run as fast on one thread, and 2-core CI boxes don't thrash."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def build(**overrides: Any) -> Any:
+    """A resnet18 ImageClassifier for 10 digit classes; keyword overrides win."""
+    from autotimm import ImageClassifier
+
+    options: dict[str, Any] = dict(backbone="resnet18", num_classes=NUM_CLASSES, metrics=[])
+    options.update(overrides)
+    return ImageClassifier(**options)

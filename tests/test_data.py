@@ -525,3 +525,55 @@ def test_bad_arguments_are_rejected():
         ImageDataModule("digits", batch_size=0)
     with pytest.raises(ValueError, match="scale"):
         ImageDataModule("digits", image_size=8, scale=(1.0, 0.5)).setup()
+
+
+# -------------------------------------------------------------------- lightning
+
+
+def test_worker_processes_load_file_images(tmp_path):
+    make_class_folders(tmp_path, per_class=6)
+    dm = ImageDataModule("image_folder", root=str(tmp_path), image_size=8, num_workers=1)
+    loader = dm.val_dataloader()
+    assert loader.num_workers == 1 and loader.persistent_workers is True
+    batches = list(loader)
+    assert sum(len(y) for _, y in batches) == len(dm.val_dataset) == 2
+    assert batches[0][0].shape[1:] == (3, 8, 8)
+
+
+def test_lightning_fit_and_checkpoint_keep_class_names(tmp_path):
+    import lightning as L
+
+    class Tiny(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 10))
+
+        def training_step(self, batch, _):
+            x, y = batch
+            return torch.nn.functional.cross_entropy(self.net(x), y)
+
+        def validation_step(self, batch, _):
+            x, y = batch
+            self.log("val_loss", torch.nn.functional.cross_entropy(self.net(x), y))
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    dm = ImageDataModule("digits", image_size=8, batch_size=32)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=1,
+        limit_train_batches=3,
+        limit_val_batches=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(Tiny(), datamodule=dm)
+    assert trainer.global_step == 3
+    trainer.save_checkpoint(tmp_path / "last.ckpt")
+    ckpt = torch.load(tmp_path / "last.ckpt", weights_only=True)
+    assert ckpt["ImageDataModule"]["class_names"] == [str(d) for d in range(10)]
+    assert ckpt["datamodule_hyper_parameters"]["source"] == "digits"
