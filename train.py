@@ -1,9 +1,9 @@
 """Train a timm image classifier with Hydra configs.
 
-    python train.py                                   # resnet18 on digits
-    python train.py backbone=vit_b16 optimizer=lamb
-    python train.py -m +sweeps=lr_mixup_ls            # Optuna sweep
-    python train.py --help                            # groups and options
+python train.py                                   # resnet18 on digits
+python train.py backbone=vit_b16 optimizer=lamb
+python train.py -m +sweeps=lr_mixup_ls            # Optuna sweep
+python train.py --help                            # groups and options
 """
 
 import hydra

@@ -88,6 +88,9 @@ def train(cfg: DictConfig) -> float:
     throughput = next((c for c in callbacks if isinstance(c, TrainThroughput)), None)
     loggers = instantiate_each(cfg.get("logger"))
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    # Loggers get the full resolved config instead of Lightning's copy of the model's
+    # hparams, whose short keys (optimizer: adamw) would overwrite the config's groups.
+    model._log_hyperparams = False
     for logger in loggers:
         logger.log_hyperparams(_resolved_config(cfg))
 
@@ -117,9 +120,7 @@ def train(cfg: DictConfig) -> float:
         results = {
             "objective": {"name": objective_name, "value": float(objective), "mode": mode},
             "best_model_path": best_path or None,
-            "last_model_path": (
-                str(Path(best_path).parent / "last.ckpt") if best_path else None
-            ),
+            "last_model_path": (str(Path(best_path).parent / "last.ckpt") if best_path else None),
             "val": {k: v for k, v in best.items() if k.startswith("val/")},
             "best_epoch": best.get("epoch"),
             "test": test_metrics,

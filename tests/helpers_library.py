@@ -19,6 +19,7 @@ os.environ.setdefault("WANDB_DISABLE_GIT", "true")
 import lightning as L  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
+import torchmetrics  # noqa: E402
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
 NUM_CLASSES = 10
@@ -141,3 +142,23 @@ def build(**overrides: Any) -> Any:
     options: dict[str, Any] = dict(backbone="resnet18", num_classes=NUM_CLASSES, metrics=[])
     options.update(overrides)
     return ImageClassifier(**options)
+
+
+class RecordingMetric(torchmetrics.Metric):
+    """Keeps every `preds` it is given (to check what metrics receive); value = count."""
+
+    instances: list[RecordingMetric] = []
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.add_state("count", default=torch.tensor(0.0), dist_reduce_fx="sum")
+        self.seen: list[torch.Tensor] = []
+        RecordingMetric.instances.append(self)
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
+        self.seen.append(preds.detach().clone())
+        self.count += target.numel()
+
+    def compute(self) -> torch.Tensor:
+        return self.count

@@ -1,0 +1,264 @@
+"""The experiment app: every config option instantiates; train.py runs end to end."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from hydra.utils import instantiate
+
+from tests.conftest import FAST, ROOT, latest_results, run_dirs, run_train
+
+GROUPS = [
+    "backbone",
+    "optimizer",
+    "scheduler",
+    "metrics",
+    "regularization",
+    "data",
+    "trainer",
+    "logger",
+    "callbacks",
+    "experiment",
+    "debug",
+]
+
+
+def _options(group: str) -> list[str]:
+    return sorted(p.stem for p in (ROOT / "conf" / group).glob("*.yaml"))
+
+
+ALL_OPTIONS = [(group, option) for group in GROUPS for option in _options(group)]
+
+
+def test_config_tree_has_the_documented_options():
+    assert {"resnet18", "resnet50", "vit_b16", "vit_s16", "convnext_tiny"} <= set(
+        _options("backbone")
+    )
+    assert {"efficientnet_b0", "mobilenetv3_large_100"} <= set(_options("backbone"))
+    from autotimm import list_optimizers, list_schedulers
+
+    assert set(_options("optimizer")) == set(list_optimizers())
+    assert set(_options("scheduler")) == set(list_schedulers())
+    assert {"none", "light", "strong"} <= set(_options("regularization"))
+    assert {"digits", "fashion_mnist", "cifar10", "cifar100", "image_folder", "csv"} <= set(
+        _options("data")
+    )
+    assert {"cpu", "gpu", "ddp"} <= set(_options("trainer"))
+    for path in (ROOT / "conf").rglob("*.yaml"):
+        assert path.read_text().lstrip().startswith("#"), f"{path} has no leading comment"
+
+
+@pytest.mark.parametrize(("group", "option"), ALL_OPTIONS, ids=[f"{g}={o}" for g, o in ALL_OPTIONS])
+def test_every_option_composes_and_instantiates(compose, tmp_path, group, option):
+    overrides = [f"{group}={option}"]
+    if option in ("image_folder", "csv"):
+        overrides.append(f"data.root={tmp_path}")
+    if group == "trainer" and option in ("gpu", "ddp"):
+        # no GPU on the test machines: check the preset composes, build it for the CPU
+        overrides += ["trainer.accelerator=cpu", "trainer.devices=1"]
+        overrides += ["trainer.strategy=auto"] if option == "ddp" else []
+    cfg = compose(overrides)
+    if group in ("logger", "callbacks"):
+        built = [instantiate(node) for node in cfg[group].values() if node is not None]
+        assert built and all(
+            type(b).__module__.startswith(("lightning", "autotimm")) for b in built
+        )
+    elif group in ("experiment", "debug"):
+        model = instantiate(cfg.model, num_classes=10)
+        assert model.head.fc.out_features == 10
+    elif group == "trainer":
+        trainer = instantiate(cfg.trainer, logger=False)
+        assert type(trainer).__name__ == "Trainer"
+    else:
+        built = instantiate(cfg[group])
+        assert built is not None
+        if group == "backbone":
+            from autotimm.backbone import create_backbone
+
+            assert create_backbone(built).num_features > 0
+        if group == "metrics":
+            assert all(type(m).__name__ == "MetricConfig" for m in built)
+
+
+def test_model_is_one_instantiation_of_the_composed_groups(compose):
+    cfg = compose(
+        [
+            "backbone=vit_s16",
+            "optimizer=lamb",
+            "scheduler=step",
+            "regularization=light",
+            "regularization.mixup_alpha=0.3",
+            "backbone.drop_path_rate=0.2",
+        ]
+    )
+    model = instantiate(cfg.model, num_classes=7)
+    assert model.hparams.optimizer == "lamb"
+    assert model.hparams.scheduler == "step"
+    assert model.hparams.mixup_alpha == 0.3
+    assert model.hparams.label_smoothing == 0.1
+    assert model.hparams.backbone["model_name"] == "vit_small_patch16_224"
+    assert model.hparams.backbone["drop_path_rate"] == 0.2
+    assert model.head.fc.out_features == 7
+
+
+def test_help_lists_groups_and_cfg_job_prints_config(tmp_path):
+    help_text = run_train(tmp_path, "--help").stdout
+    for group in ("backbone:", "optimizer:", "scheduler:", "data:", "regularization:"):
+        assert group in help_text
+    assert "vit_b16" in help_text and "lamb" in help_text
+    job = run_train(tmp_path, "--cfg", "job", "backbone=vit_b16").stdout
+    assert "model_name: vit_base_patch16_224" in job
+
+
+def test_backbone_optimizer_scheduler_combinations_run(tmp_path):
+    # One Hydra multirun (basic launcher, one process) over backbone x optimizer.
+    proc = run_train(
+        tmp_path,
+        "-m",
+        "debug=fast_dev_run",
+        *FAST,
+        "backbone=vit_b16,resnet18",
+        "optimizer=lamb,sgd",
+        "scheduler=cosine_with_restarts",
+        "data.batch_size=4",
+    )
+    results = sorted((tmp_path / "outputs" / "sweeps").glob("*/*/*/results.json"))
+    assert len(results) == 4, proc.stdout[-2000:]
+    seen = set()
+    for path in results:
+        record = json.loads(path.read_text())
+        assert record["status"] == "completed"
+        seen.add(tuple(sorted(o for o in record["overrides"] if o.startswith(("backbone", "opt")))))
+    assert ("backbone=vit_b16", "optimizer=lamb") in seen
+
+
+def test_vit_trains_at_its_own_input_size_on_digits(compose):
+    cfg = compose(["backbone=vit_b16"])
+    datamodule = instantiate(cfg.data)
+    assert datamodule.data_config["input_size"] == (3, 224, 224)
+    cfg = compose(["backbone=resnet18"])
+    assert instantiate(cfg.data).data_config["input_size"] == (3, 32, 32)
+
+
+def _read_metrics(run_dir: Path) -> list[dict]:
+    with open(run_dir / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def test_results_json_and_resume_from_last_checkpoint(tmp_path):
+    short = [*FAST, "trainer.limit_train_batches=3", "trainer.limit_val_batches=2"]
+    short += ["trainer.limit_test_batches=2", "trainer.max_epochs=2"]
+    run_train(tmp_path, *short)
+    first_dir, first = latest_results(tmp_path)
+    for key in (
+        "objective",
+        "best_model_path",
+        "val",
+        "test",
+        "epochs",
+        "wall_time_s",
+        "train_images_per_s",
+        "device",
+        "overrides",
+    ):
+        assert key in first, key
+    assert first["objective"]["name"] == "val/accuracy"
+    assert first["objective"]["value"] == first["val"]["val/accuracy"]
+    assert 0.0 <= first["objective"]["value"] <= 1.0
+    assert first["epochs"] == 2 and first["device"] == "cpu"
+    assert Path(first["best_model_path"]).is_file()
+    assert (first_dir / "checkpoints" / "last.ckpt").is_file()
+    assert (first_dir / ".hydra" / "config.yaml").is_file()
+    assert "test/accuracy" in first["test"]
+    assert "trainer.max_epochs=2" in first["overrides"]
+
+    last = first_dir / "checkpoints" / "last.ckpt"
+    run_train(tmp_path, *short[:-1], "trainer.max_epochs=3", f"ckpt_path={last}")
+    second_dir, second = latest_results(tmp_path)
+    assert second_dir != first_dir
+    assert second["epochs"] == 3
+    assert second["global_step"] == 9  # 3 epochs x 3 batches: continued, not restarted
+    rows = _read_metrics(second_dir)
+    val_epochs = {int(row["epoch"]) for row in rows if row.get("val/loss")}
+    # Lightning closes the checkpoint's epoch (1) with a validation pass, then trains epoch 2
+    assert "0" not in {row["epoch"] for row in rows}
+    assert max(val_epochs) == 2
+
+
+def test_parallel_runs_get_their_own_directories(tmp_path):
+    """8 runs started at once resolve 8 different run directories."""
+    from tests.conftest import TRAIN, train_env
+
+    env = train_env(tmp_path)
+    started = [
+        subprocess.Popen(
+            [
+                str(Path(__import__("sys").executable)),
+                str(TRAIN),
+                "--cfg",
+                "all",
+                "--resolve",
+                "--package",
+                "hydra.run",
+            ],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(8)
+    ]
+    dirs = set()
+    for proc in started:
+        out, _ = proc.communicate(timeout=120)
+        line = next(x for x in out.splitlines() if x.strip().startswith("dir:"))
+        dirs.add(line.split("dir:", 1)[1].strip())
+    assert len(dirs) == 8
+    assert all(d.startswith(str(tmp_path / "outputs" / "runs")) for d in dirs)
+
+
+def test_wandb_offline_record_has_config_and_summary(tmp_path):
+    run_train(
+        tmp_path,
+        *[o for o in FAST if o != "logger=csv"],
+        "logger=default",
+        "logger.wandb.tags=[digits,smoke]",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=2",
+        "trainer.limit_val_batches=2",
+        "trainer.limit_test_batches=1",
+    )
+    run_dir, results = latest_results(tmp_path)
+    wandb_runs = list((run_dir / "wandb").glob("offline-run-*"))
+    assert len(wandb_runs) == 1
+    wandb_bin = Path(__import__("sys").executable).parent / "wandb"
+    out = subprocess.run(
+        [str(wandb_bin), "leet", "inspect", "--summary", "--json", str(wandb_runs[0])],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    record = json.loads(out.stdout)
+    config = record["config"]
+    assert config["backbone"]["model_name"] == "resnet18"
+    assert config["optimizer"]["name"] == "adamw"
+    summary = record["summary"]
+    assert summary["objective"] == pytest.approx(results["objective"]["value"])
+    assert summary["test/accuracy"] == pytest.approx(results["test"]["test/accuracy"])
+    assert record["exit_code"] == 0
+    assert set(record["tags"]) == {"digits", "smoke"}
+    images = wandb_runs[0] / "files" / "media" / "images" / "val"
+    assert list(images.glob("confusion_matrix_*.png"))
+
+
+@pytest.mark.slow
+def test_default_digits_run_reaches_its_accuracy(tmp_path):
+    """`make train`'s run: resnet18 on digits reaches >= 0.97 test accuracy."""
+    run_train(tmp_path, "print_config=false", timeout=900)
+    _, results = latest_results(tmp_path)
+    assert results["test"]["test/accuracy"] >= 0.97
+    assert len(run_dirs(tmp_path)) == 1
