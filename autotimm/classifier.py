@@ -39,7 +39,8 @@ class ImageClassifier(L.LightningModule):
         optimizer: a name from `list_optimizers()` or {"class": ..., "params": {...}}.
         optimizer_kwargs: extra optimizer keyword arguments.
         scheduler: a name from `list_schedulers()`, {"class": ..., "params": {...}} or None.
-        scheduler_kwargs: extra scheduler keyword arguments (plus `warmup_epochs`).
+        scheduler_kwargs: extra scheduler keyword arguments, plus `warmup_epochs`
+            (linear warm-up), `interval` ('step'/'epoch') and, for plateau, `monitor`.
         head_dropout: dropout before the classifier layer.
         label_smoothing: label smoothing factor in [0, 1).
         freeze_backbone: train only the head; the backbone stays in eval mode.
@@ -160,7 +161,7 @@ class ImageClassifier(L.LightningModule):
         self._update_and_log_metrics("train", logits, target)
         # `train/loss` per step under its documented name, plus an epoch mean
         self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
-        self.log("train/loss_epoch", loss, on_step=False, on_epoch=True)
+        self.log("train/loss_epoch", loss, on_step=False, on_epoch=True, sync_dist=True)
         if self.logging_config.log_learning_rate:
             lr = self.trainer.optimizers[0].param_groups[0]["lr"]
             self.log("train/lr", float(lr), on_step=True, on_epoch=False)
@@ -186,7 +187,15 @@ class ImageClassifier(L.LightningModule):
         images, target = batch[0], batch[1]
         logits = self(images)
         loss = self.criterion(logits, target)
-        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=stage == "val")
+        # epoch means, reduced across processes once per epoch (no per-step sync)
+        self.log(
+            f"{stage}/loss",
+            loss,
+            on_step=False,
+            on_epoch=True,
+            prog_bar=stage == "val",
+            sync_dist=True,
+        )
         self._update_and_log_metrics(stage, logits, target)
         return logits, target, loss
 
@@ -250,10 +259,12 @@ class ImageClassifier(L.LightningModule):
             self.hparams.optimizer_kwargs,
             allow_fused=self._fused_allowed(),
         )
+        scheduler_name = self.hparams.scheduler
+        named = isinstance(scheduler_name, str) and scheduler_name.lower() != "none"
         scheduler = create_scheduler(
             self.hparams.scheduler,
             optimizer,
-            self._training_length(),
+            self._training_length() if named else None,
             self.hparams.scheduler_kwargs,
         )
         if scheduler is None:
@@ -287,15 +298,24 @@ class ImageClassifier(L.LightningModule):
         estimated = trainer.estimated_stepping_batches
         if not math.isfinite(estimated):
             raise ValueError(
-                "The scheduler needs a finite run length: set trainer max_epochs or max_steps "
-                "(or use scheduler='none')."
+                f"Scheduler {self.hparams.scheduler!r} needs a finite run length: set trainer "
+                "max_epochs or max_steps (or use scheduler='none')."
             )
-        total = int(estimated)
-        max_epochs = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else 1
-        if trainer.max_epochs is None or trainer.max_epochs < 0:
-            steps_per_epoch = max(1, total)
+        total = max(1, int(estimated))
+        batches = trainer.num_training_batches
+        accumulate = max(1, int(trainer.accumulate_grad_batches or 1))
+        if math.isfinite(batches) and batches > 0:
+            steps_per_epoch = max(1, math.ceil(batches / accumulate))
+        elif trainer.max_epochs and trainer.max_epochs > 0:
+            steps_per_epoch = max(1, total // trainer.max_epochs)
         else:
-            steps_per_epoch = max(1, total // max_epochs)
+            steps_per_epoch = total
+        if trainer.max_epochs and trainer.max_epochs > 0:
+            max_epochs = trainer.max_epochs
+        else:
+            max_epochs = math.ceil(total / steps_per_epoch)
+        # a max_steps limit can end the run before max_epochs
+        max_epochs = max(1, min(max_epochs, math.ceil(total / steps_per_epoch)))
         return TrainingLength(total, max_epochs, steps_per_epoch)
 
     def lr_scheduler_step(self, scheduler: Any, metric: Any | None) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import logging
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -10,6 +11,8 @@ import torch
 import torch.nn as nn
 
 from autotimm.utils import import_object, to_plain
+
+log = logging.getLogger(__name__)
 
 STAGES = ("train", "val", "test")
 BACKENDS = ("torchmetrics", "custom")
@@ -141,7 +144,12 @@ class MetricManager(nn.Module):
         self, configs: list[MetricConfig] | list[dict[str, Any]], num_classes: int
     ) -> None:
         super().__init__()
-        self.configs = [as_metric_config(c) for c in to_plain(configs)]
+        configs = [as_metric_config(c) for c in to_plain(configs)]
+        # top-k accuracy with k >= num_classes is always 1: one metric set (with top-5)
+        # then serves any data set, and the metric is left out where it means nothing
+        self.configs = [c for c in configs if c.params.get("top_k", 1) < max(num_classes, 2)]
+        for skipped in (c for c in configs if c not in self.configs):
+            log.info("metric %r left out: top_k >= num_classes=%d", skipped.name, num_classes)
         names = [c.name for c in self.configs]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:

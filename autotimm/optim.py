@@ -156,18 +156,24 @@ class TrainingLength:
 def create_scheduler(
     scheduler: str | dict[str, Any] | None,
     optimizer: torch.optim.Optimizer,
-    length: TrainingLength,
+    length: TrainingLength | None,
     scheduler_kwargs: dict[str, Any] | None = None,
 ) -> dict[str, Any] | None:
     """Return a Lightning lr-scheduler config dict, or None for no scheduler.
 
     `warmup_epochs` in `scheduler_kwargs` adds a linear warm-up (for every scheduler
-    but plateau and onecycle, which has its own `pct_start`).
+    but plateau and onecycle, which has its own `pct_start`). `length` (the run length
+    from the trainer) is needed by the named schedulers other than 'none'.
+    `interval` ('step' or 'epoch') overrides when Lightning steps the scheduler;
+    `monitor` (plateau, or a custom ReduceLROnPlateau) names the metric to watch
+    (default `val/loss`) and is not passed to torch.
     """
     scheduler = to_plain(scheduler)
     kwargs = dict(to_plain(scheduler_kwargs) or {})
     warmup_epochs = int(kwargs.pop("warmup_epochs", 0) or 0)
     interval = kwargs.pop("interval", None)
+    if interval not in (None, "step", "epoch"):
+        raise ValueError(f"scheduler interval {interval!r} not accepted; use 'step' or 'epoch'")
     if scheduler is None:
         scheduler = "none"
     if isinstance(scheduler, dict):
@@ -187,6 +193,8 @@ def create_scheduler(
             "(onecycle warms up through pct_start); use it with "
             f"{[s for s in SCHEDULERS if s not in ('plateau', 'onecycle')]}"
         )
+    if length is None and name != "none":
+        raise ValueError(f"scheduler {name!r} needs the run length (TrainingLength)")
     builder = _BUILDERS[name]
     return builder(optimizer, length, kwargs, warmup_epochs, interval)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -29,6 +30,29 @@ def instantiate_each(group: DictConfig | None) -> list[Any]:
     if not group:
         return []
     return [instantiate(node) for node in group.values() if node is not None and "_target_" in node]
+
+
+def uses_cuda(cfg: DictConfig) -> bool:
+    """True when the run's trainer will put the model on a CUDA device."""
+    import torch
+
+    accelerator = str(cfg.get("trainer", {}).get("accelerator", "auto")).lower()
+    return torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda")
+
+
+def prepare_model(model: Any, cfg: DictConfig) -> Any:
+    """Fast defaults before fitting: channels_last weights on CUDA, optional torch.compile.
+
+    Compiling is in place (``model.compile``), so state_dict keys carry no ``_orig_mod.``
+    prefix and checkpoints load into compiled and uncompiled models alike.
+    """
+    import torch
+
+    if cfg.get("channels_last", True) and uses_cuda(cfg):
+        model = model.to(memory_format=torch.channels_last)
+    if cfg.get("compile"):
+        model.compile(mode=cfg.get("compile_mode", "default"))
+    return model
 
 
 def _resolved_config(cfg: DictConfig) -> dict[str, Any]:
@@ -65,6 +89,8 @@ def train(cfg: DictConfig) -> float:
     from autotimm.callbacks import TrainThroughput, ValidationHistory
     from autotimm.console import print_config_tree
     from autotimm.results import device_description, write_results
+    from autotimm.sweep.nonfinite import NonFiniteLossGuard
+    from autotimm.sweep.trial import sweep_fields
 
     started = time.time()
     run_dir = Path(HydraConfig.get().runtime.output_dir)
@@ -78,13 +104,17 @@ def train(cfg: DictConfig) -> float:
     datamodule = instantiate(cfg.data)
     num_classes = _num_classes(cfg, datamodule)
     model = instantiate(cfg.model, num_classes=num_classes, class_names=datamodule.class_names)
-    if cfg.get("compile"):
-        # in-place compile: state_dict keys stay unchanged, so checkpoints load either way
-        model.compile(mode=cfg.get("compile_mode", "default"))
+    model = prepare_model(model, cfg)
 
     callbacks = instantiate_each(cfg.get("callbacks"))
+    if cfg.get("tune_batch_size"):
+        from lightning.pytorch.callbacks import BatchSizeFinder
+
+        # largest power-of-two batch that fits, starting from data.batch_size
+        callbacks.append(BatchSizeFinder(mode="power", init_val=int(datamodule.batch_size)))
     history = ValidationHistory()
     callbacks.append(history)
+    callbacks.append(NonFiniteLossGuard())  # NaN/inf loss: the run (sweep trial) fails early
     throughput = next((c for c in callbacks if isinstance(c, TrainThroughput)), None)
     loggers = instantiate_each(cfg.get("logger"))
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
@@ -134,8 +164,12 @@ def train(cfg: DictConfig) -> float:
             ),
             **device_description(),
             "num_classes": num_classes,
+            # the batch size trained with (tune_batch_size=true may have changed it)
+            "batch_size": int(datamodule.batch_size),
+            "compile": bool(cfg.get("compile")),
             "overrides": overrides,
             "run_dir": str(run_dir),
+            **sweep_fields(cfg),  # sweeps: trial number, swept values, GPU claim, times
             "status": "completed",
         }
         write_results(run_dir, results)
@@ -183,21 +217,36 @@ def main(cfg: DictConfig) -> float | None:
     """
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
-    from omegaconf.errors import OmegaConfBaseException
+
+    from autotimm.sweep.trial import run_trial
 
     try:
-        return train(cfg)
-    except (ValueError, FileNotFoundError, OmegaConfBaseException, RuntimeError) as exc:
-        if HydraConfig.get().mode == RunMode.MULTIRUN or not _is_user_error(exc):
+        # sweeps: claim this trial's GPU first; failures leave a results.json with the reason
+        return run_trial(train, cfg)
+    except Exception as exc:
+        user_error = find_user_error(exc)
+        full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
+        if user_error is None or full_error or HydraConfig.get().mode == RunMode.MULTIRUN:
             raise
         from autotimm.console import print_user_error
 
-        print_user_error(exc)
+        print_user_error(user_error)
         sys.exit(1)
 
 
-def _is_user_error(exc: BaseException) -> bool:
-    if isinstance(exc, RuntimeError):
-        # the clear offline-weights error from autotimm.backbone
-        return "could not be fetched offline" in str(exc)
-    return True
+def find_user_error(exc: BaseException) -> BaseException | None:
+    """The config/data problem behind `exc` (unwrapping Hydra's instantiate errors), if any."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    from autotimm.data.files import CorruptImageError
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(
+            seen, (ValueError, FileNotFoundError, CorruptImageError, OmegaConfBaseException)
+        ):
+            return seen
+        if isinstance(seen, RuntimeError) and "could not be fetched offline" in str(seen):
+            return seen
+        seen = seen.__cause__
+    return None

@@ -262,3 +262,78 @@ def test_default_digits_run_reaches_its_accuracy(tmp_path):
     _, results = latest_results(tmp_path)
     assert results["test"]["test/accuracy"] >= 0.97
     assert len(run_dirs(tmp_path)) == 1
+
+
+def _write_image_folder(root: Path, per_class: int = 6) -> None:
+    from PIL import Image
+
+    rng = __import__("numpy").random.default_rng(0)
+    for index, name in enumerate(["cat", "dog", "owl"]):
+        folder = root / name
+        folder.mkdir(parents=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 255, (20, 24, 3), dtype="uint8")
+            pixels[..., index] = 255  # a class signal
+            suffix = ".png" if i % 2 else ".jpg"
+            Image.fromarray(pixels).save(folder / f"{i}{suffix}")
+
+
+def test_image_folder_and_fashion_mnist_train_through_the_app(tmp_path):
+    images = tmp_path / "images"
+    _write_image_folder(images)
+    quick = [*FAST, "trainer.max_epochs=1", "data.batch_size=4", "data.image_size=32"]
+    run_train(tmp_path, *quick, "data=image_folder", f"data.root={images}")
+    run_dir, results = latest_results(tmp_path)
+    assert results["num_classes"] == 3
+    import torch
+
+    checkpoint = torch.load(results["best_model_path"], map_location="cpu", weights_only=True)
+    assert checkpoint["hyper_parameters"]["class_names"] == ["cat", "dog", "owl"]
+
+    run_train(tmp_path, *quick, "data=fashion_mnist", "data.limit=120", "data.batch_size=16")
+    _, results = latest_results(tmp_path)
+    assert results["num_classes"] == 10 and results["status"] == "completed"
+
+
+BAD_INPUTS = {
+    "unknown-group-option": (["backbone=resnet999"], ["backbone/resnet999", "resnet18"]),
+    "unknown-key": (["foo=1"], ["foo"]),
+    "missing-root": (["data=image_folder", "data.root=/does/not/exist"], ["/does/not/exist"]),
+    "no-root": (["data=image_folder"], ["data.root"]),
+    "num-classes-mismatch": (["data=synthetic", "model.num_classes=5"], ["5", "10"]),
+    "unknown-optimizer": (["optimizer.name=adamx"], ["adamx", "lamb"]),
+    "unknown-backbone-name": (["backbone.model_name=resnet181"], ["resnet181", "resnet18"]),
+    "bad-label-smoothing": (["regularization.label_smoothing=1.5"], ["label_smoothing", "1.5"]),
+    "pretrained-offline": (
+        ["data=synthetic", "backbone.pretrained=true"],
+        ["offline", "checkpoint_path", "pretrained=false"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_gives_a_short_clear_error(tmp_path, case):
+    overrides, expected = BAD_INPUTS[case]
+    proc = run_train(tmp_path, "print_config=false", "logger=csv", *overrides, check=False)
+    assert proc.returncode != 0
+    err = " ".join((proc.stderr + proc.stdout).split())  # rich wraps long lines
+    for text in expected:
+        assert text in err, f"{text!r} not in: {err[-1500:]}"
+    assert "Traceback" not in proc.stderr
+    # nothing trained: at most a results.json that records the failure
+    for run_dir in run_dirs(tmp_path):
+        assert json.loads((run_dir / "results.json").read_text())["status"] == "failed"
+        assert not list(run_dir.rglob("*.ckpt"))
+
+
+def test_empty_and_corrupt_image_folders_are_named(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    proc = run_train(tmp_path, "data=image_folder", f"data.root={empty}", check=False)
+    assert proc.returncode != 0 and str(empty) in " ".join(proc.stderr.split())
+    images = tmp_path / "images"
+    _write_image_folder(images)
+    (images / "cat" / "broken.jpg").write_bytes(b"not an image")
+    proc = run_train(tmp_path, "data=image_folder", f"data.root={images}", check=False)
+    err = " ".join(proc.stderr.split())
+    assert proc.returncode != 0 and "broken.jpg" in err and "Traceback" not in err

@@ -34,9 +34,7 @@ class _ModeSpy(L.Callback):
         self.head_training: list[bool] = []
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        self.backbone_training.append(
-            any(m.training for m in pl_module.backbone.modules())
-        )
+        self.backbone_training.append(any(m.training for m in pl_module.backbone.modules()))
         self.head_training.append(pl_module.head.training)
 
 
@@ -136,6 +134,25 @@ def test_mixup_mixes_inputs_and_targets(smoothing):
     assert loss.item() == pytest.approx(expected_loss.item(), rel=1e-5)
     plain = F.cross_entropy(model(images), target, label_smoothing=smoothing)
     assert abs(loss.item() - plain.item()) > 0.05
+
+
+def test_cutmix_pastes_a_box_and_weights_targets_by_area():
+    np.random.seed(0)
+    model = build(cutmix_alpha=1.0).train()
+    # image i is the constant i, so every pixel tells where it came from
+    images = torch.arange(8.0).view(8, 1, 1, 1).expand(8, 3, 32, 32).contiguous()
+    target = torch.arange(8)
+    seen = _capture_mixer(model)
+    model.training_step((images, target), 0)
+    mixed = seen["mixed"]
+    from_partner = mixed == images.flip(0)
+    assert torch.all(from_partner | (mixed == images))
+    box = from_partner[0, 0]  # (H, W); the same box for every image and channel
+    assert torch.all(from_partner == box)
+    lam = 1.0 - box.float().mean().item()
+    assert 0.05 < lam < 0.95
+    expected = lam * _smooth(target, 0.0) + (1 - lam) * _smooth(target.flip(0), 0.0)
+    assert torch.allclose(seen["soft"].double(), expected, atol=1e-6)
 
 
 def test_mixup_odd_batch_is_smoothed_but_not_mixed():
@@ -366,9 +383,23 @@ def test_import_autotimm_is_light():
     assert lines[1] == "ImageClassifier 3"
 
 
+class _StopAfter(L.Callback):
+    def __init__(self, batches: int) -> None:
+        self.batches = batches
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step >= self.batches:
+            trainer.should_stop = True
+
+
 def test_scheduler_needs_a_finite_run():
     model = build(scheduler="cosine")
     trainer = make_trainer(max_epochs=-1, limit_train_batches=1)
     with pytest.raises(ValueError, match="max_epochs"):
         trainer.fit(model, digits_loader(0, 8, 8))
     assert math.isinf(trainer.estimated_stepping_batches)
+    # without a scheduler an open-ended run is fine
+    model = build(scheduler="none")
+    trainer = make_trainer(max_epochs=-1, limit_train_batches=1, callbacks=[_StopAfter(2)])
+    trainer.fit(model, digits_loader(0, 8, 8))
+    assert trainer.global_step == 2

@@ -105,8 +105,12 @@ def test_metric_keys_and_values_from_csv(tmp_path):
     ]
     auroc = roc_auc_score(target.numpy(), probs.numpy(), multi_class="ovr", average="macro")
     assert column(rows, "test/auroc") == [pytest.approx(auroc, abs=1e-4)]
-    assert column(rows, "test/ece") == [pytest.approx(_ece(probs.numpy(), target.numpy()), abs=1e-5)]
-    assert column(rows, "test/loss") == [pytest.approx(F.cross_entropy(logits, target).item(), 1e-5)]
+    assert column(rows, "test/ece") == [
+        pytest.approx(_ece(probs.numpy(), target.numpy()), abs=1e-5)
+    ]
+    assert column(rows, "test/loss") == [
+        pytest.approx(F.cross_entropy(logits, target).item(), 1e-5)
+    ]
     assert len(column(rows, "train/loss")) == 4  # per step (log_every_n_steps=1 below)
 
 

@@ -93,9 +93,7 @@ def test_list_schedulers_is_the_spec_list():
 @pytest.mark.parametrize("name", SPEC_OPTIMIZERS)
 def test_optimizer_by_name_trains(name):
     expected_cls, extra = OPTIMIZER_CASES[name]
-    model = build(
-        optimizer=name, lr=LR, weight_decay=WD, optimizer_kwargs=extra, scheduler="none"
-    )
+    model = build(optimizer=name, lr=LR, weight_decay=WD, optimizer_kwargs=extra, scheduler="none")
     trainer, recorder, before = _fit(model)
     optimizer = trainer.optimizers[0]
     assert type(optimizer) is expected_cls
@@ -142,7 +140,9 @@ def test_vit_no_weight_decay_names_are_honoured():
         scheduler="none",
     )
     optimizer = create_optimizer(model, "adamw", LR, WD)
-    no_decay = {id(p) for g in optimizer.param_groups if g["weight_decay"] == 0 for p in g["params"]}
+    no_decay = {
+        id(p) for g in optimizer.param_groups if g["weight_decay"] == 0 for p in g["params"]
+    }
     assert id(model.backbone.pos_embed) in no_decay
     assert id(model.backbone.cls_token) in no_decay
     assert id(model.backbone.patch_embed.proj.weight) not in no_decay
@@ -152,6 +152,24 @@ def test_fused_is_never_used_on_cpu():
     model = build(scheduler="none")
     optimizer = create_optimizer(model, "adamw", LR, WD, allow_fused=True)
     assert not optimizer.defaults.get("fused")
+
+
+@pytest.mark.parametrize(
+    ("clip", "precision", "allowed"),
+    [
+        (None, "bf16-mixed", True),
+        (0, "32-true", True),
+        (1.0, "32-true", False),
+        (None, "16-mixed", False),
+    ],
+)
+def test_fused_only_when_lightning_can_drive_it(clip, precision, allowed):
+    """Fused optimizers unscale inside step(): Lightning forbids clipping and fp16 scaling."""
+    from types import SimpleNamespace
+
+    model = build(scheduler="none")
+    model._trainer = SimpleNamespace(gradient_clip_val=clip, precision=precision)
+    assert model._fused_allowed() is allowed
 
 
 # ---------------------------------------------------------------- schedulers
@@ -188,6 +206,18 @@ def test_cosine_takes_total_steps_from_trainer():
     assert rec.step_lrs == pytest.approx(expected)
     assert rec.final_lr == pytest.approx(0.0, abs=1e-12)
     assert trainer.lr_scheduler_configs[0].interval == "step"
+
+
+def test_cosine_length_follows_max_steps():
+    model = build(lr=LR, scheduler="cosine")
+    recorder = LrRecorder()
+    trainer = make_trainer(
+        max_epochs=5, max_steps=3, limit_train_batches=2, limit_val_batches=0, callbacks=[recorder]
+    )
+    trainer.fit(model, digits_loader(0, 16, 8))
+    expected = [LR * 0.5 * (1 + math.cos(math.pi * t / 3)) for t in range(3)]
+    assert recorder.step_lrs == pytest.approx(expected)
+    assert recorder.final_lr == pytest.approx(0.0, abs=1e-12)
 
 
 def test_cosine_scheduler_kwargs_honoured():
@@ -247,7 +277,10 @@ def test_plateau_monitors_val_loss():
     with tempfile.TemporaryDirectory() as tmp:
         logger = CSVLogger(tmp, name="plateau")
         trainer = make_trainer(
-            max_epochs=4, limit_train_batches=2, limit_val_batches=2, callbacks=[recorder],
+            max_epochs=4,
+            limit_train_batches=2,
+            limit_val_batches=2,
+            callbacks=[recorder],
             logger=logger,
         )
         trainer.fit(model, train, val)

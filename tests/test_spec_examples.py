@@ -224,7 +224,10 @@ def test_with_custom_scheduler(basic):
     _check_resnet50(model)
     optimizer = create_optimizer(model, "adamw", 1e-3, 1e-4)
     config = create_scheduler(
-        model.hparams.scheduler, optimizer, TrainingLength(40, 4, 10), model.hparams.scheduler_kwargs
+        model.hparams.scheduler,
+        optimizer,
+        TrainingLength(40, 4, 10),
+        model.hparams.scheduler_kwargs,
     )
     assert isinstance(config["scheduler"], torch.optim.lr_scheduler.OneCycleLR)
     assert config["scheduler"].total_steps == 40 and config["interval"] == "step"

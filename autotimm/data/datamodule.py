@@ -11,7 +11,14 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from autotimm.data.datasets import SubsetDataset, TransformedDataset, targets_of
+from autotimm.data.datasets import (
+    EncodedBatch,
+    EncodedImageDataset,
+    SubsetDataset,
+    TransformedDataset,
+    collate_encoded,
+    targets_of,
+)
 from autotimm.data.sources import SourceOptions, SourceSplits, download_source, get_source
 from autotimm.data.splits import limit_indices
 from autotimm.data.transforms import AugmentConfig, build_transform, resolve_data_config
@@ -20,6 +27,9 @@ log = logging.getLogger(__name__)
 
 # Sources whose items are cheap in-memory arrays: worker processes cost more than they save
 IN_MEMORY_SOURCES = frozenset({"digits", "synthetic"})
+# Sources of image files: the ones the device decode path (data.decode=gpu) reads
+FILE_SOURCES = frozenset({"image_folder", "csv"})
+DECODE_MODES = ("auto", "cpu", "gpu")
 
 
 def default_num_workers(source: str) -> int:
@@ -49,6 +59,13 @@ class ImageDataModule(L.LightningDataModule):
     (a seeded stratified sample). ``val_fraction``/``test_fraction`` apply to splits the
     source does not provide itself. Augmentation arguments go to timm's
     ``create_transform`` for the training split only; val/test/predict use eval transforms.
+
+    ``decode`` picks where image files are decoded and augmented: ``cpu`` (PIL + timm
+    transforms in the loader workers), ``gpu`` (workers only read the file bytes; decoding,
+    augmentation and normalisation run batched on the training device after the transfer,
+    see ``autotimm.data.gpu_transforms``; on a CPU device this runs on the CPU), or
+    ``auto`` (``gpu`` for image_folder/csv when CUDA is present and no ``auto_augment`` is
+    asked for, else ``cpu``). ``channels_last`` converts image batches on CUDA devices.
     """
 
     def __init__(
@@ -86,6 +103,8 @@ class ImageDataModule(L.LightningDataModule):
         no_aug: bool = False,
         interpolation: str | None = None,
         crop_pct: float | None = None,
+        decode: str = "auto",
+        channels_last: bool = True,
     ) -> None:
         super().__init__()
         # logger=False: the run logs the full config; merging both would clash on num_classes
@@ -97,7 +116,27 @@ class ImageDataModule(L.LightningDataModule):
             raise ValueError(f"in_chans must be >= 1, got {in_chans}")
         if in_chans not in (1, 3) and source != "synthetic":
             raise ValueError(f"image sources give 1 or 3 channels; in_chans={in_chans}")
+        if decode not in DECODE_MODES:
+            raise ValueError(f"decode={decode!r} is not one of {list(DECODE_MODES)}")
+        if decode == "gpu" and source not in FILE_SOURCES:
+            raise ValueError(
+                f"decode='gpu' decodes image files (sources {sorted(FILE_SOURCES)}); "
+                f"source {source!r} has none: use decode='cpu' or 'auto'"
+            )
+        if decode == "gpu" and auto_augment:
+            raise ValueError(
+                f"auto_augment={auto_augment!r} has no device implementation; "
+                "use decode='cpu' with auto_augment (or drop auto_augment)"
+            )
         self.source = source
+        self.decode = decode
+        self.channels_last = channels_last
+        self.decode_on_device = decode == "gpu" or (
+            decode == "auto"
+            and source in FILE_SOURCES
+            and not auto_augment
+            and torch.cuda.is_available()
+        )
         self.batch_size = batch_size
         self.num_workers = default_num_workers(source) if num_workers is None else num_workers
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
@@ -117,6 +156,8 @@ class ImageDataModule(L.LightningDataModule):
         self._splits: SourceSplits | None = None
         self._data_config: dict[str, Any] | None = None
         self._datasets: dict[str, TransformedDataset] = {}
+        self._encoded: dict[str, EncodedImageDataset] = {}
+        self._device_transforms: dict[bool, Any] = {}
 
     # ----------------------------------------------------------------- loading
     def _resolve_config(self, native_size: int | None = None) -> dict[str, Any]:
@@ -187,6 +228,23 @@ class ImageDataModule(L.LightningDataModule):
             "val": TransformedDataset(splits.val, eval_tf, mode),
             "test": TransformedDataset(splits.test, eval_tf, mode),
         }
+        if self.decode_on_device:
+            from autotimm.data.gpu_transforms import DeviceTransform
+
+            self._encoded = {
+                "train": EncodedImageDataset.of(splits.train),
+                "val": EncodedImageDataset.of(splits.val),
+                "test": EncodedImageDataset.of(splits.test),
+            }
+            self._device_transforms = {
+                True: DeviceTransform.from_config(
+                    self._data_config, True, self.augment, channels_last=self.channels_last
+                ),
+                False: DeviceTransform.from_config(
+                    self._data_config, False, channels_last=self.channels_last
+                ),
+            }
+            log.info("data %s: decoding and augmenting on the device", self.source)
 
     def prepare_data(self) -> None:
         """Download once per node (Lightning calls this on one process) when asked to."""
@@ -234,7 +292,10 @@ class ImageDataModule(L.LightningDataModule):
         return self._datasets["test"]
 
     # ------------------------------------------------------------- dataloaders
-    def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
+    def _loader(self, split: str, train: bool) -> DataLoader:
+        self._load()
+        encoded = self.decode_on_device
+        dataset: Dataset = self._encoded[split] if encoded else self._datasets[split]
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
@@ -242,22 +303,60 @@ class ImageDataModule(L.LightningDataModule):
             # dropping the only (partial) batch of a small train split would leave nothing
             drop_last=train and self.drop_last and len(dataset) >= self.batch_size,
             num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
+            # encoded bytes stay on the host (nvjpeg reads host memory): nothing to pin
+            pin_memory=self.pin_memory and not encoded,
             persistent_workers=self.persistent_workers,
+            collate_fn=collate_encoded if encoded else None,
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_dataset, train=True)
+        return self._loader("train", train=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_dataset, train=False)
+        return self._loader("val", train=False)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_dataset, train=False)
+        return self._loader("test", train=False)
 
     def predict_dataloader(self) -> DataLoader:
         """Predictions run over the test split."""
-        return self._loader(self.test_dataset, train=False)
+        return self._loader("test", train=False)
+
+    # ------------------------------------------------------- device-side batches
+    def transfer_batch_to_device(
+        self, batch: Any, device: torch.device, dataloader_idx: int
+    ) -> Any:
+        """Encoded batches keep their bytes on the host (the decoder reads them from there)."""
+        if isinstance(batch, EncodedBatch):
+            return batch._replace(labels=batch.labels.to(device, non_blocking=True))
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Decode + augment encoded batches on their device; channels_last on CUDA."""
+        if isinstance(batch, EncodedBatch):
+            trainer = self.trainer
+            return self.device_batch(batch, train=trainer is not None and trainer.training)
+        if (
+            self.channels_last
+            and isinstance(batch, (list, tuple))
+            and batch
+            and isinstance(batch[0], torch.Tensor)
+            and batch[0].ndim == 4
+            and batch[0].is_cuda
+        ):
+            images = batch[0].contiguous(memory_format=torch.channels_last)
+            return [images, *batch[1:]] if isinstance(batch, list) else (images, *batch[1:])
+        return batch
+
+    def device_batch(self, batch: EncodedBatch, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(images, labels)`` from an encoded batch, decoded where its labels are.
+
+        ``train`` picks the training augmentation, else the eval resize + centre crop.
+        """
+        self._load()
+        transform = self._device_transforms[bool(train)]
+        images = transform(batch.images(), batch.labels.device, batch.paths)
+        return images, batch.labels
 
     # -------------------------------------------------------------- checkpoint
     def state_dict(self) -> dict[str, Any]:

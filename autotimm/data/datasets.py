@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from autotimm.data.files import load_image
+from autotimm.data.files import CorruptImageError, load_image
 
 
 def targets_of(dataset: Any) -> np.ndarray:
@@ -132,3 +132,81 @@ class TransformedDataset(Dataset):
         if self.transform is not None:
             image = self.transform(image)
         return image, label
+
+
+def file_items(dataset: Any) -> tuple[list[Path], np.ndarray]:
+    """The file paths and labels behind a split of file images (through subset views).
+
+    Raises TypeError for datasets that are not (views on) a ``FileImageDataset``.
+    """
+    indices: np.ndarray | None = None
+    base = dataset
+    while isinstance(base, SubsetDataset):
+        indices = base.indices if indices is None else base.indices[indices]
+        base = base.base
+    if not isinstance(base, FileImageDataset):
+        raise TypeError(f"{type(base).__name__} holds no image files")
+    chosen = np.arange(len(base.paths)) if indices is None else indices
+    return [base.paths[int(i)] for i in chosen], base.targets[chosen]
+
+
+class EncodedImageDataset(Dataset):
+    """The encoded bytes of image files, undecoded: ``(uint8 tensor, label, path)``.
+
+    For the device decode path (``data.decode=gpu``): loader workers only read files,
+    decoding and augmentation happen on the device in batches (see ``gpu_transforms``).
+    """
+
+    def __init__(self, paths: Sequence[Path], targets: Sequence[int] | np.ndarray) -> None:
+        if len(paths) != len(targets):
+            raise ValueError(f"{len(paths)} paths but {len(targets)} labels")
+        self.paths = [str(p) for p in paths]
+        self.targets = np.asarray(targets, dtype=np.int64)
+
+    @classmethod
+    def of(cls, dataset: Any) -> EncodedImageDataset:
+        """The same files and labels as a (subset of a) ``FileImageDataset``."""
+        return cls(*file_items(dataset))
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, str]:
+        path = self.paths[index]
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError as exc:
+            raise CorruptImageError(f"cannot read image {path}: {exc}") from exc
+        if not data:
+            raise CorruptImageError(f"cannot read image {path}: the file is empty")
+        # frombuffer shares the bytes object's memory; bytearray keeps it writable
+        return torch.frombuffer(bytearray(data), dtype=torch.uint8), int(self.targets[index]), path
+
+
+class EncodedBatch(NamedTuple):
+    """A batch of encoded images: all bytes in one flat uint8 tensor, split by ``lengths``.
+
+    One flat tensor (instead of one tensor per image) crosses from a loader worker to the
+    main process through one shared-memory segment, not one per image.
+    """
+
+    data: torch.Tensor  # (total_bytes,) uint8
+    labels: torch.Tensor  # (N,) int64
+    lengths: torch.Tensor  # (N,) int64, bytes per image
+    paths: list[str]
+
+    def images(self) -> list[torch.Tensor]:
+        """The encoded images as 1-d uint8 views on ``data``, one per image."""
+        return list(torch.split(self.data, self.lengths.tolist()))
+
+
+def collate_encoded(batch: Sequence[tuple[torch.Tensor, int, str]]) -> EncodedBatch:
+    """Pack the variable-length byte tensors of a batch into an ``EncodedBatch``."""
+    data, labels, paths = zip(*batch, strict=True)
+    return EncodedBatch(
+        data=torch.cat(data),
+        labels=torch.as_tensor(labels, dtype=torch.int64),
+        lengths=torch.as_tensor([len(d) for d in data], dtype=torch.int64),
+        paths=list(paths),
+    )

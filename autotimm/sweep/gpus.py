@@ -1,0 +1,357 @@
+"""One GPU per sweep trial: the sweep's device plan and each trial process's GPU claim.
+
+The sweeper (the process that runs `python train.py -m`) makes a *plan*: which GPUs
+the trials may use and how many trials run at once (one per GPU; on a CPU-only
+machine `sweep.cpu_workers`, 1 by default). It exports the pool in environment
+variables that local trial processes inherit (loky workers of the joblib launcher,
+submitit-local jobs, or the sweeper itself when trials run one after another).
+
+At the start of a trial, `claim_gpu()` takes one GPU for the *process*: an exclusive
+`flock` on one lock file per GPU, held until the process exits. Loky reuses worker
+processes and CUDA reads CUDA_VISIBLE_DEVICES once, when it initialises, so a worker
+keeps its GPU for every trial it runs; a worker that dies frees its GPU (the kernel
+drops the lock). The claim must run before anything in the process touches CUDA.
+
+Simulation (tests, or trying the machinery on a laptop): `AUTOTIMM_SIMULATE_GPUS=N`
+(or `sweep.simulate_gpus=N`) pretends N GPUs. Trials claim them exactly like real ones
+but train on the CPU; `AUTOTIMM_SIMULATED_GPU` tells `results.json` the pretend GPU.
+
+Launchers that pin GPUs themselves (SLURM via submitit, Ray with `num_gpus=1`) get no
+pool: the trial records the device the launcher gave it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterable, MutableMapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+# user-facing switch: pretend this many GPUs (documented in sweeps/README_SECTION.md)
+ENV_SIMULATE = "AUTOTIMM_SIMULATE_GPUS"
+# sweeper -> trial processes
+ENV_POOL = "AUTOTIMM_SWEEP_GPUS"
+ENV_SIMULATED = "AUTOTIMM_SWEEP_SIMULATED"
+ENV_LOCK_DIR = "AUTOTIMM_SWEEP_LOCK_DIR"
+# trial process -> results.json (read by autotimm.results.device_description)
+ENV_SIMULATED_GPU = "AUTOTIMM_SIMULATED_GPU"
+
+# launchers whose trials run on this machine, in processes that inherit our environment
+LOCAL_LAUNCHERS = ("JoblibLauncher", "BasicLauncher", "submitit_launcher.LocalLauncher")
+
+
+def visible_gpus(environ: MutableMapping[str, str] | None = None) -> list[str]:
+    """The GPUs this process may use, as CUDA_VISIBLE_DEVICES entries; CUDA is not touched.
+
+    CUDA_VISIBLE_DEVICES when set (SLURM and Ray set it), else `nvidia-smi`, else the
+    NVIDIA driver's /proc entries. Asking torch instead would initialise CUDA in the
+    sweeper process, after which trials run in it could no longer be pinned.
+    """
+    environ = os.environ if environ is None else environ
+    listed = environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None:
+        devices = []
+        for entry in (x.strip() for x in listed.split(",")):
+            if not entry or entry.startswith("-"):
+                break  # CUDA ignores everything from the first invalid entry on
+            devices.append(entry)
+        return devices
+    smi = shutil.which("nvidia-smi")
+    if smi:
+        try:
+            out = subprocess.run(
+                [smi, "--query-gpu=index", "--format=csv,noheader"],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            if out.returncode == 0:
+                return [line.strip() for line in out.stdout.splitlines() if line.strip()]
+        except (OSError, subprocess.SubprocessError):
+            pass
+    driver = Path("/proc/driver/nvidia/gpus")
+    if driver.is_dir():
+        return [str(i) for i in range(len(list(driver.iterdir())))]
+    return []
+
+
+@dataclass(frozen=True)
+class DevicePlan:
+    """Where a sweep's trials run: `gpus` (one trial per GPU) and `n_jobs` trials at once."""
+
+    gpus: tuple[str, ...] = ()
+    n_jobs: int = 1
+    simulated: bool = False
+    lock_dir: str | None = None
+    pinned_by_launcher: bool = False
+
+    def describe(self) -> str:
+        if self.pinned_by_launcher:
+            return f"{self.n_jobs} trial(s) at once; the launcher gives each trial its GPU"
+        if not self.gpus:
+            return f"{self.n_jobs} trial(s) at once on the CPU (no GPU visible)"
+        kind = "simulated GPU" if self.simulated else "GPU"
+        return (
+            f"{self.n_jobs} trial(s) at once, one per {kind}: {', '.join(self.gpus)}"
+            + (" (training on the CPU)" if self.simulated else "")
+        )
+
+
+def _as_list(value: Any) -> list[str] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return [x.strip() for x in value.split(",") if x.strip()]
+    if isinstance(value, int):
+        return [str(value)]
+    return [str(x) for x in value]
+
+
+def default_lock_dir() -> str:
+    """Machine-wide (per user): sweeps started side by side never share a GPU."""
+    return os.path.join(tempfile.gettempdir(), f"autotimm-gpu-locks-{os.getuid()}")
+
+
+def plan_devices(
+    gpus: Any = None,
+    n_jobs: int | None = None,
+    cpu_workers: int = 1,
+    simulate_gpus: int = 0,
+    lock_dir: str | None = None,
+    sweep_dir: str | None = None,
+    available: Iterable[str] | None = None,
+) -> DevicePlan:
+    """The device plan of a sweep on this machine. Raises ValueError on impossible requests.
+
+    gpus: the GPUs to use (CUDA_VISIBLE_DEVICES entries; None: every visible one; []: none).
+    n_jobs: trials at once (None: one per GPU, or cpu_workers without GPUs).
+    simulate_gpus: pretend this many GPUs (trials train on the CPU).
+    """
+    wanted = _as_list(gpus)
+    simulated = bool(simulate_gpus)
+    if simulated:
+        pretend = [str(i) for i in range(int(simulate_gpus))]
+        available = pretend
+    elif available is None:
+        available = visible_gpus()
+    available = list(available)
+    if wanted is None:
+        pool = available
+    else:
+        if len(set(wanted)) != len(wanted):
+            raise ValueError(f"sweep.gpus={wanted} lists a GPU twice")
+        unknown = [g for g in wanted if g not in available]
+        if unknown and not available:
+            raise ValueError(
+                f"sweep.gpus={wanted}, but no GPU is visible on this machine "
+                "(CUDA_VISIBLE_DEVICES / nvidia-smi). Leave sweep.gpus unset to run on the "
+                f"CPU, or set {ENV_SIMULATE}=N to simulate N GPUs."
+            )
+        if unknown:
+            raise ValueError(
+                f"sweep.gpus={wanted} names {unknown}, which this machine does not show; "
+                f"visible GPUs: {available}"
+            )
+        pool = wanted
+    if pool:
+        jobs = len(pool) if n_jobs is None else int(n_jobs)
+        if jobs > len(pool):
+            raise ValueError(
+                f"sweep.n_jobs={jobs}, but the sweep has {len(pool)} GPU(s) ({', '.join(pool)}): "
+                f"trials never share a GPU, so at most {len(pool)} run at once"
+            )
+    else:
+        jobs = int(n_jobs) if n_jobs is not None else int(cpu_workers)
+    if jobs < 1:
+        raise ValueError(f"a sweep needs at least one trial at a time, got n_jobs={jobs}")
+    if pool and lock_dir is None:
+        if not simulated:
+            lock_dir = default_lock_dir()
+        elif sweep_dir is not None:
+            lock_dir = os.path.join(sweep_dir, ".gpu_locks")  # pretend GPUs: this sweep's own
+        else:
+            lock_dir = os.path.join(tempfile.gettempdir(), f"autotimm-simulated-{os.getpid()}")
+    return DevicePlan(tuple(pool), jobs, simulated, lock_dir if pool else None)
+
+
+def export_plan(plan: DevicePlan, environ: MutableMapping[str, str] | None = None) -> None:
+    """Hand the pool to local trial processes (they inherit the environment)."""
+    environ = os.environ if environ is None else environ
+    for key in (ENV_POOL, ENV_SIMULATED, ENV_LOCK_DIR):
+        environ.pop(key, None)
+    if plan.gpus and not plan.pinned_by_launcher:
+        environ[ENV_POOL] = ",".join(plan.gpus)
+        environ[ENV_LOCK_DIR] = str(plan.lock_dir)
+        if plan.simulated:
+            environ[ENV_SIMULATED] = "1"
+
+
+@dataclass
+class Claim:
+    """The GPU this process holds (for its whole life)."""
+
+    gpu: str
+    simulated: bool
+    lock_path: str
+    pid: int
+    claimed_at: float
+    _fd: int = field(repr=False, default=-1)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "gpu": self.gpu,
+            "gpu_simulated": self.simulated,
+            "worker_pid": self.pid,
+            "gpu_claimed_at": self.claimed_at,
+        }
+
+
+_claim: Claim | None = None
+
+
+def current_claim() -> Claim | None:
+    """This process's GPU claim, if it made one."""
+    return _claim if _claim is not None and _claim.pid == os.getpid() else None
+
+
+def _cuda_already_started() -> bool:
+    torch = sys.modules.get("torch")
+    try:
+        return bool(torch is not None and torch.cuda.is_initialized())
+    except Exception:  # pragma: no cover - exotic torch builds
+        return False
+
+
+def _owner(path: str) -> str:
+    try:
+        return Path(path).read_text().strip() or "?"
+    except OSError:
+        return "?"
+
+
+def claim_gpu(
+    environ: MutableMapping[str, str] | None = None,
+    wait_s: float | None = None,
+    poll_s: float = 0.5,
+) -> Claim | None:
+    """Take one GPU of the sweep's pool for this process and pin the process to it.
+
+    A no-op (None) outside a sweep's local trial processes. Idempotent: a reused worker
+    keeps the GPU it took first. Waits while every GPU is held by another process
+    (another sweep on the same machine, say); `wait_s` bounds the wait (TimeoutError).
+    """
+    global _claim
+    environ = os.environ if environ is None else environ
+    pool = [g for g in environ.get(ENV_POOL, "").split(",") if g]
+    if not pool:
+        return None
+    held = current_claim()
+    simulated = environ.get(ENV_SIMULATED) == "1"
+    if held is not None:
+        _pin(held.gpu, simulated, environ)
+        return held
+    if not simulated and _cuda_already_started():
+        raise RuntimeError(
+            "CUDA was initialised in this process before its sweep GPU claim, so it cannot be "
+            "pinned to one GPU; claim_gpu() must run before anything touches CUDA"
+        )
+    import fcntl
+
+    lock_dir = Path(environ.get(ENV_LOCK_DIR) or default_lock_dir())
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    prefix = "simulated-gpu" if simulated else "gpu"
+    started = time.monotonic()
+    last_note = started
+    while True:
+        for gpu in pool:
+            path = str(lock_dir / f"{prefix}{gpu}.lock")
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            owner = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
+            os.ftruncate(fd, 0)
+            os.write(fd, json.dumps(owner).encode())
+            _claim = Claim(gpu, simulated, path, os.getpid(), time.time(), fd)
+            _pin(gpu, simulated, environ)
+            log.info(
+                "sweep worker %d claimed %sGPU %s", os.getpid(), "simulated " * simulated, gpu
+            )
+            return _claim
+        now = time.monotonic()
+        if wait_s is not None and now - started >= wait_s:
+            owners = {g: _owner(str(lock_dir / f"{prefix}{g}.lock")) for g in pool}
+            raise TimeoutError(
+                f"no free GPU among {pool} after {wait_s:.0f} s; holders: {owners} "
+                f"(lock files in {lock_dir})"
+            )
+        if now - last_note >= 60:
+            log.info("waiting for a free GPU among %s (lock files in %s)", pool, lock_dir)
+            last_note = now
+        time.sleep(poll_s)
+
+
+def _pin(gpu: str, simulated: bool, environ: MutableMapping[str, str]) -> None:
+    if simulated:
+        environ[ENV_SIMULATED_GPU] = gpu
+        environ["CUDA_VISIBLE_DEVICES"] = ""  # a pretend GPU: train on the CPU
+    else:
+        environ.pop(ENV_SIMULATED_GPU, None)
+        environ["CUDA_VISIBLE_DEVICES"] = gpu
+
+
+def release_claim() -> None:
+    """Give the GPU back before the process ends (tests; workers just exit)."""
+    global _claim
+    held = current_claim()
+    if held is not None and held._fd >= 0:
+        os.close(held._fd)  # closing the descriptor drops the flock
+    _claim = None
+
+
+def is_local_launcher(launcher_target: str) -> bool:
+    """Trials of this launcher run on this machine and inherit the sweeper's environment."""
+    return any(name in launcher_target for name in LOCAL_LAUNCHERS)
+
+
+def plan_for_sweep(config: Any) -> DevicePlan:
+    """The plan from a composed config (`sweep` block and `hydra.launcher`), exported.
+
+    Local launchers (joblib, basic, submitit-local) get a GPU pool that trials claim from;
+    SLURM and Ray pin one GPU per trial themselves, so their trials claim nothing.
+    """
+    from omegaconf import OmegaConf
+
+    sweep = config.get("sweep") or {}
+    target = str(OmegaConf.select(config, "hydra.launcher._target_", default="") or "")
+    simulate = sweep.get("simulate_gpus") or os.environ.get(ENV_SIMULATE) or 0
+    n_jobs = sweep.get("n_jobs")
+    if is_local_launcher(target):
+        plan = plan_devices(
+            gpus=sweep.get("gpus"),
+            n_jobs=n_jobs,
+            cpu_workers=int(sweep.get("cpu_workers") or 1),
+            simulate_gpus=int(simulate),
+            lock_dir=sweep.get("lock_dir"),
+            sweep_dir=str(config.hydra.sweep.dir),
+        )
+    else:
+        if n_jobs is None:
+            parallel = OmegaConf.select(config, "hydra.launcher.array_parallelism")
+            n_jobs = parallel or max(1, len(visible_gpus())) or int(sweep.get("cpu_workers") or 1)
+        plan = DevicePlan((), int(n_jobs), False, None, pinned_by_launcher=True)
+    export_plan(plan)
+    return plan
