@@ -51,7 +51,7 @@ class TrainThroughput(L.Callback):
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         self._stop(pl_module)
         if self.images_per_s is not None:
-            pl_module.log("train/images_per_s", self.images_per_s, on_epoch=True)
+            pl_module.log("train/images_per_s", self.images_per_s, on_epoch=True, prog_bar=True)
 
     @property
     def images_per_s(self) -> float | None:

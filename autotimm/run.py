@@ -55,6 +55,19 @@ def prepare_model(model: Any, cfg: DictConfig) -> Any:
     return model
 
 
+def tune_batch_size(trainer: Any, model: Any, datamodule: Any) -> int:
+    """Set ``datamodule.batch_size`` to the largest power of two (from the configured one)
+    that trains without running out of memory (Lightning's batch-size finder, a few steps
+    per size, model and trainer restored afterwards)."""
+    from lightning.pytorch.tuner import Tuner
+
+    found = Tuner(trainer).scale_batch_size(
+        model, datamodule=datamodule, mode="power", init_val=int(datamodule.batch_size)
+    )
+    log.info("batch size finder: training with batch size %s", datamodule.batch_size)
+    return int(found or datamodule.batch_size)
+
+
 def _resolved_config(cfg: DictConfig) -> dict[str, Any]:
     return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
 
@@ -107,11 +120,6 @@ def train(cfg: DictConfig) -> float:
     model = prepare_model(model, cfg)
 
     callbacks = instantiate_each(cfg.get("callbacks"))
-    if cfg.get("tune_batch_size"):
-        from lightning.pytorch.callbacks import BatchSizeFinder
-
-        # largest power-of-two batch that fits, starting from data.batch_size
-        callbacks.append(BatchSizeFinder(mode="power", init_val=int(datamodule.batch_size)))
     history = ValidationHistory()
     callbacks.append(history)
     callbacks.append(NonFiniteLossGuard())  # NaN/inf loss: the run (sweep trial) fails early
@@ -126,6 +134,8 @@ def train(cfg: DictConfig) -> float:
 
     failed = True
     try:
+        if cfg.get("tune_batch_size"):
+            tune_batch_size(trainer, model, datamodule)
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
         if trainer.interrupted:
             raise KeyboardInterrupt("training was interrupted")

@@ -284,6 +284,8 @@ def test_confusion_matrix_goes_to_every_image_logger(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.setenv("WANDB_CACHE_DIR", str(tmp_path / ".wandb_cache"))
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / ".wandb_config"))
     names = [f"digit{i}" for i in range(NUM_CLASSES)]
     model = build(
         logging_config=LoggingConfig(log_confusion_matrix=True),

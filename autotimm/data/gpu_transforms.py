@@ -211,7 +211,8 @@ def adjust_(x: torch.Tensor, op: str, factors: torch.Tensor) -> torch.Tensor:
     if op == "saturation":
         if x.shape[1] != 3:
             return x  # torchvision leaves 1-channel images as they are
-        return x.mul_(f).add_((1.0 - f) * _grayscale(x)).clamp_(0.0, 1.0)
+        gray = _grayscale(x)  # before x changes in place
+        return x.mul_(f).add_((1.0 - f) * gray).clamp_(0.0, 1.0)
     raise ValueError(f"unknown colour adjustment {op!r}")
 
 

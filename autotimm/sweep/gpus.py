@@ -102,9 +102,8 @@ class DevicePlan:
         if not self.gpus:
             return f"{self.n_jobs} trial(s) at once on the CPU (no GPU visible)"
         kind = "simulated GPU" if self.simulated else "GPU"
-        return (
-            f"{self.n_jobs} trial(s) at once, one per {kind}: {', '.join(self.gpus)}"
-            + (" (training on the CPU)" if self.simulated else "")
+        return f"{self.n_jobs} trial(s) at once, one per {kind}: {', '.join(self.gpus)}" + (
+            " (training on the CPU)" if self.simulated else ""
         )
 
 
@@ -287,9 +286,7 @@ def claim_gpu(
             os.write(fd, json.dumps(owner).encode())
             _claim = Claim(gpu, simulated, path, os.getpid(), time.time(), fd)
             _pin(gpu, simulated, environ)
-            log.info(
-                "sweep worker %d claimed %sGPU %s", os.getpid(), "simulated " * simulated, gpu
-            )
+            log.info("sweep worker %d claimed %sGPU %s", os.getpid(), "simulated " * simulated, gpu)
             return _claim
         now = time.monotonic()
         if wait_s is not None and now - started >= wait_s:

@@ -29,6 +29,7 @@ import os
 import socket
 import threading
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,7 +59,6 @@ MIN_TRIALS_FOR_RATE = 3  # max_failure_rate is judged once this many trials fini
 # trial user attributes
 ATTR_HOST, ATTR_PID, ATTR_HEARTBEAT = "sweep_host", "sweep_pid", "sweep_heartbeat"
 ATTR_FAILURE, ATTR_INTERRUPTED, ATTR_RUN_DIR = "failure", "interrupted", "run_dir"
-ATTR_RETRY_OF = "retry_of"
 
 
 class SweepFailedError(RuntimeError):
@@ -167,7 +167,9 @@ def recover_interrupted(study: optuna.Study) -> list[int]:
         except RuntimeError:  # finished meanwhile
             continue
         if trial.params:
-            study.enqueue_trial(dict(trial.params))
+            with warnings.catch_warnings():  # enqueue_trial is "experimental" in optuna 2.x
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                study.enqueue_trial(dict(trial.params))
         recovered.append(trial.number)
     if recovered:
         log.warning(
@@ -572,7 +574,7 @@ class StudySweeper(OptunaSweeperImpl):
             failures=[{"trial": n, "params": p, "reason": r} for n, p, r in failures],
         )
         if failures:
-            log.warning("%d failed trial(s):", len(failures))
+            log.warning("%d failed or interrupted trial(s):", len(failures))
             for number, params, reason in failures:
                 log.warning("  trial %d %s: %s", number, params, reason)
         OmegaConf.save(

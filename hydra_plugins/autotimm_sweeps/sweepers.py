@@ -89,10 +89,13 @@ class AutotimmBasicSweeper(basic_sweeper.BasicSweeper):
 
             def launch(self, job_overrides, initial_job_idx):
                 returns = launcher.launch(job_overrides, initial_job_idx=initial_job_idx)
+                varying = _varying(job_overrides)
                 for ret in returns:
                     if ret.status == JobStatus.FAILED:
-                        overrides = " ".join(ret.overrides or [])
-                        failures.append(f"{overrides}: {failure_reason(ret._return_value)}")
+                        cell = " ".join(o for o in ret.overrides or [] if o in varying)
+                        failures.append(
+                            f"{cell or ret.overrides}: {failure_reason(ret._return_value)}"
+                        )
                         ret.status = JobStatus.COMPLETED  # the grid goes on
                         ret._return_value = None
                 return returns
@@ -107,7 +110,15 @@ class AutotimmBasicSweeper(basic_sweeper.BasicSweeper):
             for line in failures:
                 log.warning("  %s", line)
             raise RuntimeError(
-                f"{len(failures)} run(s) of the grid failed (each run's results.json says why): "
-                + "; ".join(failures)
+                f"{len(failures)} run(s) of the grid failed (listed above; each run's "
+                "results.json says why)"
             )
         return returns
+
+
+def _varying(job_overrides: Any) -> set[str]:
+    """The overrides that differ between the jobs of a batch (the grid's cells)."""
+    if len(job_overrides) < 2:
+        return {o for job in job_overrides for o in job}
+    common = set(job_overrides[0]).intersection(*map(set, job_overrides[1:]))
+    return {o for job in job_overrides for o in job} - common

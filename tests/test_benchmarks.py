@@ -1,0 +1,95 @@
+"""The benchmarks in --tiny mode, so they cannot rot: each must end with one JSON line.
+
+The three scripts start together (each is mostly torch/lightning start-up) and every
+test waits for its own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCHMARKS = ROOT / "benchmarks"
+TIMEOUT = 300
+
+EXPECTED = {
+    "overhead": {
+        "benchmark", "model", "batch_size", "image_size", "precision", "compile",
+        "framework_img_s", "raw_img_s", "ratio", "framework_runs", "raw_runs",
+        "device", "device_name", "torch", "timm", "lightning", "date",
+    },
+    "datapipe": {
+        "benchmark", "model", "batch_size", "image_size", "jpeg_size", "images",
+        "avg_jpeg_kb", "num_workers", "synthetic_img_s", "cpu_img_s", "gpu_img_s",
+        "cpu_loader_only_img_s", "gpu_loader_only_img_s", "cpu_vs_synthetic",
+        "gpu_vs_synthetic", "gpu_vs_cpu", "gpu_pipeline_device", "device", "date",
+    },
+    "startup": {
+        "benchmark", "import_baseline_s", "autotimm_import_s", "tiny_first_step_s",
+        "tiny_total_s", "tiny_over_baseline_s", "date",
+    },
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def launched(tmp_path_factory):
+    """All three benchmarks started at once, each writing to its own --out folder."""
+    out = tmp_path_factory.mktemp("bench")
+    env = dict(os.environ, WANDB_MODE="offline", WANDB_SILENT="true", PYTHONWARNINGS="ignore")
+    procs = {
+        name: subprocess.Popen(
+            [sys.executable, str(BENCHMARKS / f"{name}.py"), "--tiny", "--out", str(out / name)],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name in EXPECTED
+    }
+    yield procs, out
+    for proc in procs.values():
+        if proc.poll() is None:
+            proc.kill()
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_benchmark_tiny_ends_with_json_line(launched, name):
+    procs, out = launched
+    try:
+        stdout, stderr = procs[name].communicate(timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        procs[name].kill()
+        pytest.fail(f"{name}.py --tiny took longer than {TIMEOUT} s")
+    assert procs[name].returncode == 0, f"{name}.py failed:\n{stdout[-3000:]}\n{stderr[-5000:]}"
+    last = stdout.strip().splitlines()[-1]
+    result = json.loads(last)
+    assert result["benchmark"] == name and result["tiny"] is True
+    missing = EXPECTED[name] - set(result)
+    assert not missing, f"{name} result lacks {sorted(missing)}: {last}"
+    # the same line is appended to --out/results.jsonl (what gpu_all.sh collects)
+    lines = (out / name / "results.jsonl").read_text().strip().splitlines()
+    assert json.loads(lines[-1]) == result
+    for key, value in result.items():
+        if key.endswith("_s") and "over_baseline" not in key:
+            assert value is None or value > 0, (key, value)
+
+
+def test_benchmark_help_is_fast():
+    """--help must not import torch (the scripts import heavy modules inside main)."""
+    for name in EXPECTED:
+        done = subprocess.run(
+            [sys.executable, "-X", "importtime", str(BENCHMARKS / f"{name}.py"), "--help"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0 and "--tiny" in done.stdout
+        imported = {line.split("|")[-1].strip() for line in done.stderr.splitlines()}
+        assert "torch" not in imported, name
