@@ -126,10 +126,11 @@ def find_runs(root: Path) -> list[Run]:
 def _fill_swept(runs: list[Run]) -> None:
     """Add the overrides whose value differs between runs to each run's params."""
     keys = sorted({k for run in runs for k in run.overrides})
-    varying = [
+    varying = [  # runs that do not set a key ran with its default: unknown, not compared
         k
         for k in keys
-        if not k.startswith(NOT_SWEPT) and len({run.overrides.get(k) for run in runs}) > 1
+        if not k.startswith(NOT_SWEPT)
+        and len({run.overrides[k] for run in runs if k in run.overrides}) > 1
     ]
     for run in runs:
         for key in varying:
@@ -230,7 +231,7 @@ def print_table(runs: list[Run], table: list[dict[str, Any]], title: str) -> Non
     tests = [n for n in tests if any(r.get(n) is not None for r in table)]
     grid = Table(title=title, title_justify="left")
     grid.add_column("#", justify="right")
-    grid.add_column("trial")
+    grid.add_column("trial", overflow="fold")
     for key in keys:
         grid.add_column(_short(key), justify="right")
     grid.add_column(objective, justify="right", style="bold")

@@ -43,6 +43,8 @@ def register_resolvers() -> None:
         "autotimm.run_name": run_name,
         "autotimm.pid": os.getpid,
     }
+    # cached: a joblib worker resolving the sweep dir again must get the launcher's pid
+    cached = {"autotimm.pid"}
     for name, fn in resolvers.items():
         if not OmegaConf.has_resolver(name):
-            OmegaConf.register_new_resolver(name, fn)
+            OmegaConf.register_new_resolver(name, fn, use_cache=name in cached)

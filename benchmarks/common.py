@@ -70,6 +70,22 @@ def set_fast_defaults(device: Any) -> None:
         torch.set_float32_matmul_precision("high")
 
 
+def set_threads(threads: int | None) -> None:
+    """Pin torch's CPU threads (1 keeps CPU timings stable on a shared machine)."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def loadavg() -> float | None:
+    """The 1-minute load average (how busy the machine was), None where unknown."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
+
+
 def sync(device: Any) -> None:
     import torch
 
@@ -188,6 +204,7 @@ def environment(device: Any) -> dict[str, Any]:
     else:
         name = f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores"
     return {
+        "threads": torch.get_num_threads(),
         "device": device.type,
         "device_name": name,
         "torch": torch.__version__,

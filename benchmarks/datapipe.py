@@ -47,7 +47,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--num-workers", type=int, default=None, help="default: the project's")
     p.add_argument("--modes", default=",".join(MODES), help="subset of " + ",".join(MODES))
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all)")
     p.add_argument("--precision", default=None, help="default: the project's (bf16-mixed/32)")
+    p.add_argument(
+        "--callbacks",
+        choices=("none", "default"),
+        default="none",
+        help="default: also the project's default callbacks (progress bar, throughput, ...)",
+    )
     p.add_argument("--loader-batches", type=int, default=8, help="batches for loader-only rates")
     p.add_argument("--out", default=os.environ.get("OUT"), help="append the JSON line here")
     p.add_argument("--tiny", action="store_true", help="seconds-long smoke run (test suite)")
@@ -64,28 +71,41 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def write_jpegs(root: Path, count: int, size: tuple[int, int], classes: int) -> dict[str, Any]:
-    """``count`` photo-like JPEGs (smooth colour fields + grain, quality 90) in class folders.
-
-    Reuses the folder when it already holds that many images.
-    """
+def _write_jpeg(job: tuple[Path, int, int, int]) -> None:
+    """One photo-like JPEG: a smooth colour field plus grain, quality 90 (baseline)."""
     import numpy as np
     from PIL import Image, ImageFilter
 
+    path, index, width, height = job
+    rng = np.random.default_rng(index)
+    coarse = rng.integers(0, 256, (max(2, height // 24), max(2, width // 24), 3))
+    image = Image.fromarray(coarse.astype(np.uint8)).resize((width, height), Image.BICUBIC)
+    image = image.filter(ImageFilter.GaussianBlur(2))
+    pixels = np.asarray(image, dtype=np.int16) + rng.normal(0, 10, (height, width, 3))
+    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(path, quality=90)
+
+
+def write_jpegs(root: Path, count: int, size: tuple[int, int], classes: int) -> dict[str, Any]:
+    """``count`` photo-like JPEGs in ``classes`` class folders (all cores write).
+
+    Reuses the folder when it already holds that many images.
+    """
+    from concurrent.futures import ProcessPoolExecutor
+
     existing = sorted(root.rglob("*.jpg")) if root.is_dir() else []
     if len(existing) < count:
-        rng = np.random.default_rng(0)
-        width, height = size
+        jobs = []
         for i in range(count):
             folder = root / f"class_{i % classes:03d}"
             folder.mkdir(parents=True, exist_ok=True)
-            coarse = rng.integers(0, 256, (max(2, height // 24), max(2, width // 24), 3))
-            image = Image.fromarray(coarse.astype(np.uint8)).resize((width, height), Image.BICUBIC)
-            image = image.filter(ImageFilter.GaussianBlur(2))
-            pixels = np.asarray(image, dtype=np.int16) + rng.normal(0, 10, (height, width, 3))
-            Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(
-                folder / f"img_{i:05d}.jpg", quality=90
-            )
+            jobs.append((folder / f"img_{i:05d}.jpg", i, *size))
+        workers = max(1, min(16, (os.cpu_count() or 1)))
+        if workers == 1 or count < 64:
+            for job in jobs:
+                _write_jpeg(job)
+        else:
+            with ProcessPoolExecutor(workers) as pool:
+                list(pool.map(_write_jpeg, jobs, chunksize=32))
         existing = sorted(root.rglob("*.jpg"))
     sizes = [p.stat().st_size for p in existing[:count]]
     return {"images": len(sizes), "avg_jpeg_kb": round(sum(sizes) / len(sizes) / 1024, 1)}
@@ -124,8 +144,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     import lightning as L
     from hydra.utils import instantiate
 
-    from autotimm.run import prepare_model
+    from autotimm.run import instantiate_each, prepare_model
 
+    common.set_threads(args.threads)
+    load_before = common.loadavg()
     device = common.resolve_device(args.device)
     precision = common.resolve_precision(args.precision, device)
     common.set_fast_defaults(device)
@@ -155,6 +177,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 f"trainer.accelerator={'gpu' if device.type == 'cuda' else 'cpu'}",
                 f"trainer.devices={1 if device.index is None else [device.index]}",
                 f"trainer.default_root_dir={tmp}",
+                "~callbacks.model_checkpoint",
             ]  # fmt: skip
 
         L.seed_everything(0, verbose=False)
@@ -168,6 +191,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         num_workers = some_dm.num_workers
         model = instantiate(first.model, num_classes=num_classes, class_names=None)
         model = prepare_model(model, first)
+        callbacks = [] if args.callbacks == "none" else instantiate_each(first.callbacks)
         images, labels = common.synthetic_batch(
             args.batch_size, input_size[-1], num_classes, device, channels_last=True
         )
@@ -186,7 +210,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     fit = {"train_dataloaders": batches}
                 else:
                     fit = {"datamodule": datamodules[mode]}
-                speed = common.fit_timed(configs[mode], model, args.warmup, args.steps, [], **fit)
+                speed = common.fit_timed(
+                    configs[mode], model, args.warmup, args.steps, callbacks, **fit
+                )
                 runs[mode].append(round(speed, 2) if speed else None)
                 print(f"repeat {repeat}: {mode:9s} {speed or float('nan'):9.1f} img/s", flush=True)
 
@@ -204,6 +230,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "warmup": args.warmup,
         "repeats": args.repeats,
         "precision": precision,
+        "callbacks": args.callbacks,
     }
     for mode in args.modes:
         result[f"{mode}_img_s"] = round(speeds[mode], 2) if speeds[mode] else None
@@ -217,6 +244,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if speeds.get("cpu") and speeds.get("gpu"):
         result["gpu_vs_cpu"] = round(speeds["gpu"] / speeds["cpu"], 4)
     result.update(common.environment(device))
+    result["loadavg_1m"] = [load_before, common.loadavg()]
     result["gpu_pipeline_device"] = device.type  # where data.decode=gpu decoded here
     result["tiny"] = args.tiny
     print(

@@ -35,6 +35,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=3, help="untimed steps before each run")
     p.add_argument("--repeats", type=int, default=5, help="alternating rounds (median)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all)")
     p.add_argument("--precision", default=None, help="default: the project's (bf16-mixed/32)")
     p.add_argument("--num-classes", type=int, default=1000)
     p.add_argument("--compile", action="store_true", help="torch.compile both sides")
@@ -165,6 +166,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     from autotimm.data.transforms import resolve_data_config
 
+    common.set_threads(args.threads)
+    load_before = common.loadavg()
     device = common.resolve_device(args.device)
     precision = common.resolve_precision(args.precision, device)
     common.set_fast_defaults(device)
@@ -196,10 +199,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     framework_speed = common.median(runs["framework"])
     raw_speed = common.median(runs["raw"])
     ratio = framework_speed / raw_speed if framework_speed and raw_speed else None
+    # each round's two runs are neighbours in time: their ratio cancels slow drifts in load
+    paired = common.median(
+        [f / r for f, r in zip(runs["framework"], runs["raw"], strict=True) if f and r]
+    )
     print(
         f"{model_name} {height}px batch {args.batch_size} {precision} on {device}: "
         f"framework {framework_speed:.1f} img/s, raw {raw_speed:.1f} img/s, "
-        f"ratio {ratio:.3f}"
+        f"ratio {ratio:.3f} (median of per-round ratios {paired:.3f})"
     )
     result = {
         "benchmark": "overhead",
@@ -215,6 +222,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "framework_img_s": round(framework_speed, 2) if framework_speed else None,
         "raw_img_s": round(raw_speed, 2) if raw_speed else None,
         "ratio": round(ratio, 4) if ratio else None,
+        "paired_ratio": round(paired, 4) if paired else None,
+        # what the framework adds to every step, from the two medians
+        "overhead_ms_per_step": (
+            round(1000 * args.batch_size * (1 / framework_speed - 1 / raw_speed), 2)
+            if framework_speed and raw_speed
+            else None
+        ),
         "framework_runs": runs["framework"],
         "raw_runs": runs["raw"],
         **(
@@ -223,6 +237,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             else {}
         ),
         **common.environment(device),
+        "loadavg_1m": [load_before, common.loadavg()],
         "tiny": args.tiny,
     }
     common.emit(result, args.out)

@@ -59,6 +59,21 @@ def launched(tmp_path_factory):
             proc.kill()
 
 
+def test_sync_check_tiny_in_process(launched, tmp_path, monkeypatch):
+    """sync_check.py (GPU diagnostics for gpu_all.sh) runs; on a CPU it counts nothing.
+
+    Requests ``launched`` first, so it runs while the three subprocesses do.
+    """
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import sync_check
+
+    result = sync_check.main(["--tiny", "--callbacks", "none", "--out", str(tmp_path)])
+    assert result["benchmark"] == "sync_check" and result["img_s"] > 0
+    if result["device"] == "cpu":
+        assert result["syncs_per_step"] is None
+    assert json.loads((tmp_path / "results.jsonl").read_text()) == result
+
+
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_benchmark_tiny_ends_with_json_line(launched, name):
     procs, out = launched
@@ -93,3 +108,11 @@ def test_benchmark_help_is_fast():
         assert done.returncode == 0 and "--tiny" in done.stdout
         imported = {line.split("|")[-1].strip() for line in done.stderr.splitlines()}
         assert "torch" not in imported, name
+
+
+def test_gpu_all_script_is_valid_bash():
+    done = subprocess.run(["bash", "-n", str(BENCHMARKS / "gpu_all.sh")], capture_output=True)
+    assert done.returncode == 0, done.stderr
+    text = (BENCHMARKS / "gpu_all.sh").read_text()
+    for name in ("overhead.py", "datapipe.py", "sync_check.py", "--compile", "vit_b16"):
+        assert name in text

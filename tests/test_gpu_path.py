@@ -76,6 +76,7 @@ def test_decode_matches_pil_for_jpeg_png_webp_and_gray():
         "png_palette": (encode(rgb.convert("P"), "PNG"), rgb.convert("P").convert("RGB"), 0.0),
         "webp": (encode(rgb, "WEBP", quality=90), None, 2.0),
         "gray_jpeg": (encode(rgb.convert("L"), "JPEG", quality=92), None, 2.0),
+        "cmyk_jpeg": (encode(rgb.convert("CMYK"), "JPEG", quality=92), None, 2.0),
     }
     decoded = decode_images([c[0] for c in cases.values()], CPU, channels=3)
     for (name, (data, reference, tolerance)), image in zip(cases.items(), decoded, strict=True):
@@ -365,3 +366,73 @@ def test_gpu_decode_trains_through_lightning_on_cpu(tmp_path):
         )
         trainer.fit(model, datamodule=dm)
         assert seen == [(torch.Size([4, 3, 32, 32]), torch.float32)] * 2, source
+
+
+# ------------------------------------------------------------------ CUDA (skipped here)
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@needs_cuda
+def test_cuda_nvjpeg_decode_and_fallbacks_match_cpu():
+    rgb = photo(120, 90)
+    cmyk = io.BytesIO()
+    rgb.convert("CMYK").save(cmyk, format="JPEG", quality=92)  # nvjpeg may refuse: CPU fallback
+    encoded = [
+        encode(rgb, "JPEG", quality=92),
+        encode(rgb, "JPEG", quality=92, progressive=True),
+        encode(rgb.convert("L"), "JPEG", quality=92),
+        encode(rgb.convert("RGBA"), "PNG"),
+        encode(rgb, "WEBP", quality=90),
+        torch.frombuffer(bytearray(cmyk.getvalue()), dtype=torch.uint8),
+    ]
+    on_gpu = decode_images(encoded, "cuda")
+    on_cpu = decode_images(encoded, CPU)
+    for index, (g, c) in enumerate(zip(on_gpu, on_cpu, strict=True)):
+        assert g.is_cuda and g.dtype == torch.uint8 and g.shape == c.shape, index
+        diff = (g.cpu().int() - c.int()).abs().float()
+        assert diff.mean() < 2.0, index  # IDCT / chroma upsampling differences only
+
+
+@needs_cuda
+def test_cuda_transform_matches_cpu_transform():
+    encoded = [encode(photo(100 + 7 * i, 80), "JPEG", quality=95) for i in range(8)]
+    cfg = config(64)
+    eval_tf = DeviceTransform.from_config(cfg, False)
+    on_gpu, on_cpu = eval_tf(encoded, "cuda"), eval_tf(encoded, CPU)
+    assert on_gpu.is_cuda and on_gpu.is_contiguous(memory_format=torch.channels_last)
+    assert (on_gpu.cpu() - on_cpu).abs().mean() < 0.03
+    train_tf = DeviceTransform.from_config(cfg, True, AugmentConfig())
+    batch = train_tf(encoded, "cuda")
+    low, high = bounds(cfg)
+    assert batch.shape == (8, 3, 64, 64)
+    assert (batch.cpu() >= low - 1e-4).all() and (batch.cpu() <= high + 1e-4).all()
+
+
+@needs_cuda
+def test_cuda_gpu_decode_trains_bf16_channels_last(tmp_path):
+    import lightning as L
+
+    from autotimm import ImageClassifier
+
+    seen = []
+
+    class Record(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            x = batch[0]
+            seen.append((x.device.type, x.is_contiguous(memory_format=torch.channels_last)))
+
+    dm = ImageDataModule(
+        "image_folder", root=str(make_folder(tmp_path, 8)), decode="auto", image_size=64,
+        batch_size=4,
+    )  # fmt: skip
+    assert dm.decode_on_device
+    model = ImageClassifier("resnet18", num_classes=2, metrics=[], scheduler=None)
+    model = model.to(memory_format=torch.channels_last)
+    trainer = L.Trainer(
+        accelerator="gpu", devices=1, precision="bf16-mixed", max_steps=2, limit_val_batches=1,
+        logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        callbacks=[Record()],
+    )  # fmt: skip
+    trainer.fit(model, datamodule=dm)
+    assert seen == [("cuda", True)] * 2

@@ -166,6 +166,43 @@ def test_device_plan_one_trial_per_gpu():
         plan_devices(gpus=[0], available=[])
 
 
+def test_plan_for_sweep_follows_the_launcher(monkeypatch, tmp_path):
+    """Local launchers get a GPU pool to claim from; SLURM/Ray pin GPUs themselves."""
+    from omegaconf import OmegaConf
+
+    from autotimm.sweep import gpus
+
+    for key in (gpus.ENV_POOL, gpus.ENV_SIMULATED, gpus.ENV_LOCK_DIR, gpus.ENV_SIMULATE):
+        monkeypatch.delenv(key, raising=False)
+
+    def config(target: str, **sweep):
+        base = {"gpus": None, "n_jobs": None, "cpu_workers": 1, "simulate_gpus": 0}
+        return OmegaConf.create(
+            {
+                "sweep": {**base, **sweep},
+                "hydra": {
+                    "sweep": {"dir": str(tmp_path)},
+                    "launcher": {"_target_": target, "array_parallelism": 8},
+                },
+            }
+        )
+
+    joblib = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
+    plan = gpus.plan_for_sweep(config(joblib, simulate_gpus=3))
+    assert plan.n_jobs == 3 and os.environ[gpus.ENV_POOL] == "0,1,2"
+    assert os.environ[gpus.ENV_SIMULATED] == "1"
+    assert os.environ[gpus.ENV_LOCK_DIR] == str(tmp_path / ".gpu_locks")
+    monkeypatch.setenv(gpus.ENV_SIMULATE, "2")  # the environment switch
+    assert gpus.plan_for_sweep(config(joblib)).gpus == ("0", "1")
+    basic = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
+    assert gpus.plan_for_sweep(config(basic)).n_jobs == 1  # in-process, one at a time
+    slurm = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+    plan = gpus.plan_for_sweep(config(slurm))
+    assert plan.pinned_by_launcher and plan.n_jobs == 8  # array_parallelism
+    assert gpus.ENV_POOL not in os.environ  # SLURM jobs must not claim from our pool
+    assert gpus.plan_for_sweep(config(slurm, n_jobs=3)).n_jobs == 3
+
+
 def test_visible_gpus_follow_cuda_visible_devices():
     from autotimm.sweep.gpus import visible_gpus
 
@@ -375,69 +412,40 @@ def _wandb_inspect(path: Path, *flags: str) -> str:
     return proc.stdout
 
 
-def test_failed_trial_is_recorded_and_wandb_groups_the_trials(tmp_path):
-    """lr=1e30 makes the loss NaN: that trial fails with its reason, the sweep goes on,
-    and both trials' W&B runs sit in the study's group (the failed one marked failed)."""
-    folder = sweep_dir(tmp_path, "quick")
-    proc = sweep(
+LRS = (0.001, 0.003, 1e30, 0.0003)  # 1e30: the training loss becomes NaN
+
+
+@pytest.fixture(scope="module")
+def simulated_sweep(tmp_path_factory) -> tuple[Path, object]:
+    """One sweep for the tests below: 2 simulated GPUs, 4 trials (one failing), W&B on.
+
+    The grid sampler runs each learning rate of LRS once, in its own order.
+    """
+    tmp_path = tmp_path_factory.mktemp("simulated")
+    sweep(
         tmp_path,
         "+sweeps=quick",
+        "sweep.name=sim",
         "hydra/sweeper/sampler=grid",
-        "optimizer.lr=choice(0.001,1e30)",
+        f"optimizer.lr=choice({','.join(map(str, LRS))})",
         "regularization.mixup_alpha=0.0",
         "regularization.label_smoothing=0.0",
         *TINY,
         "logger=default",  # CSV + W&B (offline)
         "trainer.limit_train_batches=3",
-    )
-    assert proc.returncode == 0
-    study = load_study(folder, "quick")
-    by_lr = {t.params["optimizer.lr"]: t for t in study.get_trials()}
-    assert by_lr[0.001].state.name == "COMPLETE"
-    failed = by_lr[1e30]
-    assert failed.state.name == "FAIL"
-    assert "NonFiniteLossError" in failed.user_attrs["failure"]
-    results = trial_results(folder)
-    assert results[failed.number]["status"] == "failed"
-    assert "NaN or infinite" in results[failed.number]["failure"]
-    summary = yaml.safe_load((folder / "optimization_results.yaml").read_text())
-    assert summary["trials"]["failed"] == 1
-    assert [f["trial"] for f in summary["failures"]] == [failed.number]
-
-    records = {}
-    for number in results:
-        (path,) = (folder / f"trial_{number:04d}" / "wandb").glob("offline-run-*/run-*.wandb")
-        run = json.loads(_wandb_inspect(path, "--summary", "--json"))
-        lines = [json.loads(x) for x in _wandb_inspect(path, "--json").splitlines() if x.strip()]
-        record = next(x["run"] for x in lines if x.get("type") == "run")
-        records[number] = (run, record)
-    groups = {record["run_group"] for _, record in records.values()}
-    assert groups == {"quick"}
-    assert {record["job_type"] for _, record in records.values()} == {"sweep"}
-    good, _ = records[by_lr[0.001].number]
-    assert good["summary"]["objective"] == pytest.approx(by_lr[0.001].value)
-    assert "lr=0.001" in good["tags"]
-    assert good["config"]["optimizer"]["lr"] == pytest.approx(0.001)
-    assert good["config"]["sweep"]["params"]["optimizer.lr"] == pytest.approx(0.001)
-    bad, _ = records[failed.number]
-    assert bad["exit_code"] == 1 and bad["state"] == "failed"
-
-
-def test_simulated_gpus_run_one_trial_each_at_a_time(tmp_path):
-    """AUTOTIMM_SIMULATE_GPUS=2: two trials at once, each on its own (pretend) GPU."""
-    folder = sweep_dir(tmp_path, "sim")
-    sweep(
-        tmp_path,
-        "+sweeps=quick",
-        "sweep.name=sim",
-        "hydra.sweeper.n_trials=4",
-        *TINY,
         env={"AUTOTIMM_SIMULATE_GPUS": "2"},
     )
+    folder = sweep_dir(tmp_path, "sim")
+    return folder, load_study(folder, "sim")
+
+
+def test_simulated_gpus_run_one_trial_each_at_a_time(simulated_sweep):
+    """AUTOTIMM_SIMULATE_GPUS=2: two trials at once, each on its own (pretend) GPU."""
+    folder, _ = simulated_sweep
     results = trial_results(folder)
     assert sorted(results) == [0, 1, 2, 3]
     spans = []
-    for result in results.values():
+    for result in results.values():  # failed trials record their GPU too
         info = result["sweep"]
         assert result["gpu_simulated"] is True and result["device"] == "cpu"
         assert info["gpu"] == result["gpu"]
@@ -454,6 +462,45 @@ def test_simulated_gpus_run_one_trial_each_at_a_time(tmp_path):
     for _, _, gpu, pid in spans:  # a reused worker keeps its GPU
         assert worker_gpu.setdefault(pid, gpu) == gpu
     assert len(worker_gpu) == 2
+
+
+def test_failed_trial_is_recorded_and_the_sweep_goes_on(simulated_sweep):
+    folder, study = simulated_sweep
+    by_lr = {t.params["optimizer.lr"]: t for t in study.get_trials()}
+    assert sorted(by_lr) == sorted(LRS)
+    failed = by_lr[1e30]
+    assert failed.state.name == "FAIL"
+    assert "NonFiniteLossError" in failed.user_attrs["failure"]
+    assert all(by_lr[lr].state.name == "COMPLETE" for lr in LRS if lr != 1e30)
+    results = trial_results(folder)
+    assert results[failed.number]["status"] == "failed"
+    assert "NaN or infinite" in results[failed.number]["failure"]
+    summary = yaml.safe_load((folder / "optimization_results.yaml").read_text())
+    assert summary["trials"]["failed"] == 1 and summary["trials"]["complete"] == 3
+    assert [f["trial"] for f in summary["failures"]] == [failed.number]
+    assert "NonFiniteLossError" in summary["failures"][0]["reason"]
+
+
+def test_wandb_runs_of_a_sweep_share_its_group(simulated_sweep):
+    folder, study = simulated_sweep
+    records, paths = {}, {}
+    for trial in study.get_trials():
+        run_dir = folder / f"trial_{trial.number:04d}"
+        (path,) = (run_dir / "wandb").glob("offline-run-*/run-*.wandb")
+        lines = [json.loads(x) for x in _wandb_inspect(path, "--json").splitlines() if x.strip()]
+        records[trial.params["optimizer.lr"]] = next(x["run"] for x in lines if x["type"] == "run")
+        paths[trial.params["optimizer.lr"]] = (trial, path)
+    assert {record["run_group"] for record in records.values()} == {"sim"}
+    assert {record["job_type"] for record in records.values()} == {"sweep"}
+    trial, path = paths[0.001]
+    good = json.loads(_wandb_inspect(path, "--summary", "--json"))
+    assert good["summary"]["objective"] == pytest.approx(trial.value)
+    assert "lr=0.001" in good["tags"] and "mixup_alpha=0.0" in good["tags"]
+    assert good["config"]["optimizer"]["lr"] == pytest.approx(0.001)
+    assert good["config"]["sweep"]["params"]["optimizer.lr"] == pytest.approx(0.001)
+    assert good["exit_code"] == 0
+    bad = json.loads(_wandb_inspect(paths[1e30][1], "--summary", "--json"))
+    assert bad["exit_code"] == 1 and bad["state"] == "failed"
 
 
 @pytest.mark.slow
@@ -522,3 +569,21 @@ def test_grid_sweep_lists_failures_and_runs_every_cell(tmp_path):
     (grid,) = sweep_dir(tmp_path, "backbone_optimizer").iterdir()
     statuses = sorted(json.loads(p.read_text())["status"] for p in grid.glob("*/results.json"))
     assert statuses == ["completed", "completed", "failed", "failed"]
+
+
+@pytest.mark.slow
+def test_sweep_through_ray_when_installed(tmp_path):
+    """conf/hydra/launcher/ray_gpu.yaml with a local Ray (the optional [ray] extra)."""
+    pytest.importorskip("hydra_plugins.hydra_ray_launcher")
+    folder = sweep_dir(tmp_path, "quick")
+    sweep(
+        tmp_path,
+        "+sweeps=quick",
+        "hydra/launcher=ray_gpu",
+        "hydra.launcher.ray.remote.num_gpus=0",  # the test machines have no GPU
+        "hydra.launcher.ray.remote.num_cpus=1",
+        "+hydra.launcher.ray.init.num_cpus=2",
+        "hydra.sweeper.n_trials=2",
+        *TINY,
+    )
+    assert [t.state.name for t in load_study(folder, "quick").get_trials()] == ["COMPLETE"] * 2

@@ -336,6 +336,8 @@ def plan_for_sweep(config: Any) -> DevicePlan:
     target = str(OmegaConf.select(config, "hydra.launcher._target_", default="") or "")
     simulate = sweep.get("simulate_gpus") or os.environ.get(ENV_SIMULATE) or 0
     n_jobs = sweep.get("n_jobs")
+    if "BasicLauncher" in target:
+        n_jobs = 1  # Hydra's basic launcher runs trials one by one in this process
     if is_local_launcher(target):
         plan = plan_devices(
             gpus=sweep.get("gpus"),
@@ -348,7 +350,7 @@ def plan_for_sweep(config: Any) -> DevicePlan:
     else:
         if n_jobs is None:
             parallel = OmegaConf.select(config, "hydra.launcher.array_parallelism")
-            n_jobs = parallel or max(1, len(visible_gpus())) or int(sweep.get("cpu_workers") or 1)
+            n_jobs = parallel or max(1, len(visible_gpus()))
         plan = DevicePlan((), int(n_jobs), False, None, pinned_by_launcher=True)
     export_plan(plan)
     return plan

@@ -17,8 +17,8 @@ class NonFiniteLossGuard(L.Callback):
     """Raise NonFiniteLossError when the training loss stops being finite.
 
     The check accumulates on the loss's device and looks at the result every
-    `check_every_n_steps` optimizer steps (and at the end of each epoch), so it adds no
-    per-step GPU synchronisation.
+    `check_every_n_steps` training batches (and at the end of each epoch), so it adds no
+    per-step GPU synchronisation. autotimm.run adds it to every run.
     """
 
     def __init__(self, check_every_n_steps: int = 10) -> None:

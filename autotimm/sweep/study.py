@@ -427,7 +427,12 @@ class StudySweeper(OptunaSweeperImpl):
                         stopped = self._check_failure_rate(study)
         finally:
             runner.close()
-        self._summarise(study, storage)
+        counts = self._summarise(study, storage)
+        if stopped is None and counts.failed and not counts.complete:
+            stopped = SweepFailedError(
+                f"no trial of study {study.study_name!r} completed; {counts.failed} failed: "
+                + "; ".join(f"trial {n}: {r}" for n, _, r in _failures(study)[-3:])
+            )
         if stopped is not None:
             raise stopped
 
@@ -535,7 +540,8 @@ class StudySweeper(OptunaSweeperImpl):
         finished = counts.finished
         rate = counts.failed / max(1, finished)
         strict = self.max_failure_rate == 0.0
-        if strict or (finished >= MIN_TRIALS_FOR_RATE and rate > self.max_failure_rate):
+        judged = finished >= min(MIN_TRIALS_FOR_RATE, self.n_trials)
+        if strict or (judged and rate > self.max_failure_rate):
             return SweepFailedError(
                 f"sweep stopped: {counts.failed} of {finished} finished trials failed "
                 f"(max_failure_rate={self.max_failure_rate}); "
@@ -543,7 +549,7 @@ class StudySweeper(OptunaSweeperImpl):
             )
         return None
 
-    def _summarise(self, study: optuna.Study, storage: Any) -> None:
+    def _summarise(self, study: optuna.Study, storage: Any) -> StudyCounts:
         trials = study.get_trials(deepcopy=False)
         counts = count_trials(trials)
         failures = _failures(study)
@@ -580,6 +586,7 @@ class StudySweeper(OptunaSweeperImpl):
         OmegaConf.save(
             OmegaConf.create(summary), Path(str(self.sweep_dir)) / "optimization_results.yaml"
         )
+        return counts
 
 
 def _tell(study: optuna.Study, trial: optuna.Trial, value: float | None, state: Any) -> None:

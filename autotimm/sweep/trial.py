@@ -13,6 +13,7 @@ import gc
 import logging
 import math
 import os
+import re
 import sys
 import time
 import traceback
@@ -123,10 +124,22 @@ def sweep_fields(cfg: DictConfig) -> dict[str, Any]:
     return {"sweep": record}
 
 
+_INNER_ERROR = re.compile(r"\b(\w+(?:Error|Exception|Interrupt)): (.+?)(?: -{4,}|$)")
+
+
 def failure_reason(exc: BaseException, limit: int = 1000) -> str:
-    """`TypeName: message` on one line, short enough for a table and a study attribute."""
+    """`TypeName: message` on one line, short enough for a table and a study attribute.
+
+    Errors that carry another process's traceback as text (submitit's FailedJobError)
+    are reduced to that traceback's last error line.
+    """
     message = " ".join(str(exc).split()) or "(no message)"
     text = f"{type(exc).__name__}: {message}"
+    if "Traceback (most recent call last)" in message:
+        inner = _INNER_ERROR.findall(message)
+        if inner:
+            name, detail = inner[-1]
+            text = f"{type(exc).__name__}: {name}: {detail.strip()}"
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

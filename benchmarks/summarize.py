@@ -1,0 +1,69 @@
+"""Markdown tables from benchmark JSON lines (results.jsonl written with --out).
+
+python benchmarks/summarize.py OUT_DIR/results.jsonl
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.3f}" if abs(value) < 10 else f"{value:,.0f}"
+    return str(value)
+
+
+def table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> list[str]:
+    lines = ["| " + " | ".join(title for title, _ in columns) + " |"]
+    lines.append("|" + "---|" * len(columns))
+    for row in rows:
+        lines.append("| " + " | ".join(_fmt(row.get(key)) for _, key in columns) + " |")
+    return lines
+
+
+COLUMNS = {
+    "overhead": [
+        ("model", "model"), ("px", "image_size"), ("batch", "batch_size"),
+        ("precision", "precision"), ("compile", "compile"), ("callbacks", "callbacks"),
+        ("framework img/s", "framework_img_s"), ("raw timm img/s", "raw_img_s"),
+        ("ratio", "ratio"), ("device", "device_name"), ("date", "date"),
+    ],
+    "datapipe": [
+        ("model", "model"), ("px", "image_size"), ("batch", "batch_size"),
+        ("workers", "num_workers"), ("callbacks", "callbacks"),
+        ("synthetic img/s", "synthetic_img_s"), ("JPEG, CPU decode", "cpu_img_s"),
+        ("JPEG, GPU decode", "gpu_img_s"), ("GPU/synthetic", "gpu_vs_synthetic"),
+        ("CPU/synthetic", "cpu_vs_synthetic"), ("loader only CPU", "cpu_loader_only_img_s"),
+        ("loader only GPU", "gpu_loader_only_img_s"), ("device", "device_name"),
+        ("date", "date"),
+    ],
+    "startup": [
+        ("import torch+timm+lightning s", "import_baseline_s"),
+        ("train.py default: first step s", "default_first_step_s"),
+        ("train.py lean: first step s", "lean_first_step_s"),
+        ("autotimm modules import s", "autotimm_import_s"), ("date", "date"),
+    ],
+    "sync_check": [
+        ("model", "model"), ("callbacks", "callbacks"), ("metrics", "metrics"),
+        ("syncs/step", "syncs_per_step"), ("sites", "sync_sites"), ("device", "device_name"),
+    ],
+}  # fmt: skip
+
+
+def main(path: str) -> None:
+    rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    for name, columns in COLUMNS.items():
+        chosen = [row for row in rows if row.get("benchmark") == name]
+        if chosen:
+            print(f"\n### {name}\n")
+            print("\n".join(table(chosen, columns)))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else "results.jsonl")
