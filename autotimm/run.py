@@ -192,18 +192,19 @@ def train(cfg: DictConfig) -> float:
 
 
 def _summarise(loggers: list[Any], results: dict[str, Any]) -> None:
-    """Best metrics into the W&B summary (the table and parallel-coordinates views use it)."""
+    """Best metrics into the W&B summary (the table and parallel-coordinates views use it).
+
+    Keys: `objective`, `best/val/...` (the best epoch's validation metrics), `test/...`.
+    """
+    summary = {
+        "objective": results["objective"]["value"],
+        **{f"best/{key}": value for key, value in results["val"].items()},
+        **results["test"],
+        **{k: results[k] for k in ("epochs", "wall_time_s", "train_images_per_s", "gpu")},
+    }
     for logger in loggers:
-        if type(logger).__name__ != "WandbLogger":
-            continue
-        summary = {"objective": results["objective"]["value"], **results["val"]}
-        summary.update(results["test"])
-        summary.update(
-            {k: results[k] for k in ("epochs", "wall_time_s", "train_images_per_s", "gpu")}
-        )
-        summary = {(k if k.startswith(("val/", "test/")) else k): v for k, v in summary.items()}
-        best = {f"best/{k}" if k.startswith("val/") else k: v for k, v in summary.items()}
-        logger.experiment.summary.update(best)
+        if type(logger).__name__ == "WandbLogger":
+            logger.experiment.summary.update(summary)
 
 
 def finish_loggers(loggers: list[Any], failed: bool) -> None:
