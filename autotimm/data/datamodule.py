@@ -236,13 +236,13 @@ class ImageDataModule(L.LightningDataModule):
                 "val": EncodedImageDataset.of(splits.val),
                 "test": EncodedImageDataset.of(splits.test),
             }
+            # channels_last on CUDA devices (None), like the CPU path's batches
+            layout = None if self.channels_last else False
             self._device_transforms = {
                 True: DeviceTransform.from_config(
-                    self._data_config, True, self.augment, channels_last=self.channels_last
+                    self._data_config, True, self.augment, channels_last=layout
                 ),
-                False: DeviceTransform.from_config(
-                    self._data_config, False, channels_last=self.channels_last
-                ),
+                False: DeviceTransform.from_config(self._data_config, False, channels_last=layout),
             }
             log.info("data %s: decoding and augmenting on the device", self.source)
 

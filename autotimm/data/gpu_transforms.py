@@ -288,7 +288,8 @@ class DeviceTransform:
     vflip: float = 0.0
     color_jitter: float = 0.4
     re_prob: float = 0.0
-    channels_last: bool = True
+    # None: channels_last on CUDA devices only (like the CPU path's batches); True: always
+    channels_last: bool | None = None
 
     @classmethod
     def from_config(
@@ -349,13 +350,16 @@ class DeviceTransform:
     def geometry(self, images: Sequence[torch.Tensor]) -> torch.Tensor:
         """Crop/resize (and flip, in training) decoded uint8 images into one float batch.
 
-        Returns (N, C, H, W) float32 in the 0..255 range (channels_last if asked).
+        Returns (N, C, H, W) float32 in the 0..255 range (channels_last on CUDA or if asked).
         """
         out_hw = self.out_hw
         channels = int(self.input_size[0])
         device = images[0].device
         n = len(images)
-        memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
+        channels_last = self.channels_last
+        if channels_last is None:
+            channels_last = device.type == "cuda"
+        memory_format = torch.channels_last if channels_last else torch.contiguous_format
         out = torch.empty((n, channels, *out_hw), device=device, memory_format=memory_format)
         sizes = [(int(img.shape[-2]), int(img.shape[-1])) for img in images]
         augment = self.is_training and not self.no_aug
