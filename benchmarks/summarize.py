@@ -32,7 +32,9 @@ COLUMNS = {
         ("model", "model"), ("px", "image_size"), ("batch", "batch_size"),
         ("precision", "precision"), ("compile", "compile"), ("callbacks", "callbacks"),
         ("framework img/s", "framework_img_s"), ("raw timm img/s", "raw_img_s"),
-        ("ratio", "ratio"), ("device", "device_name"), ("date", "date"),
+        ("ratio", "ratio"), ("paired ratio", "paired_ratio"),
+        ("ms/step added", "overhead_ms_per_step"), ("threads", "threads"),
+        ("device", "device_name"), ("date", "date"),
     ],
     "datapipe": [
         ("model", "model"), ("px", "image_size"), ("batch", "batch_size"),
@@ -46,7 +48,9 @@ COLUMNS = {
     "startup": [
         ("import torch+timm+lightning s", "import_baseline_s"),
         ("train.py default: first step s", "default_first_step_s"),
+        ("default over imports s", "default_over_baseline_s"),
         ("train.py lean: first step s", "lean_first_step_s"),
+        ("lean over imports s", "lean_over_baseline_s"),
         ("autotimm modules import s", "autotimm_import_s"), ("date", "date"),
     ],
     "sync_check": [

@@ -116,3 +116,26 @@ def test_gpu_all_script_is_valid_bash():
     text = (BENCHMARKS / "gpu_all.sh").read_text()
     for name in ("overhead.py", "datapipe.py", "sync_check.py", "--compile", "vit_b16"):
         assert name in text
+
+
+def test_digits_load_without_importing_sklearn():
+    """Start-up: the default data (digits) is read without sklearn's ~1 s import."""
+    code = (
+        "import sys; from autotimm.data.sources import SourceOptions, load_digits; "
+        "splits = load_digits(SourceOptions()); "
+        "print(len(splits.train) + len(splits.val) + len(splits.test), 'sklearn' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == ["1797", "False"], done.stderr[-2000:]
+
+
+def test_digits_arrays_equal_sklearn_load_digits():
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    from autotimm.data.sources import digits_arrays
+
+    images, targets = digits_arrays()
+    reference = load_digits()
+    assert np.array_equal(images, reference.images)
+    assert np.array_equal(targets, reference.target)
