@@ -59,27 +59,22 @@ def list_schedulers() -> list[str]:
 
 def validate_optimizer(optimizer: str | dict[str, Any]) -> None:
     """Fail at construction time for unknown names or a dict without 'class'."""
-    if isinstance(optimizer, str):
-        if optimizer.lower() not in OPTIMIZERS:
-            raise ValueError(
-                f"Unknown optimizer {optimizer!r}; accepted: {list_optimizers()} "
-                "or {'class': 'dotted.Path', 'params': {...}}"
-            )
-        return
-    _validate_custom(optimizer, "optimizer")
+    _validate_named(optimizer, list_optimizers(), "optimizer")
 
 
 def validate_scheduler(scheduler: str | dict[str, Any] | None) -> None:
-    if scheduler is None:
-        return
-    if isinstance(scheduler, str):
-        if scheduler.lower() not in SCHEDULERS:
-            raise ValueError(
-                f"Unknown scheduler {scheduler!r}; accepted: {list_schedulers()} "
-                "or {'class': 'dotted.Path', 'params': {...}}"
-            )
-        return
-    _validate_custom(scheduler, "scheduler")
+    if scheduler is not None:
+        _validate_named(scheduler, list_schedulers(), "scheduler")
+
+
+def _validate_named(spec: str | dict[str, Any], names: list[str], kind: str) -> None:
+    if not isinstance(spec, str):
+        _validate_custom(spec, kind)
+    elif spec.lower() not in names:
+        raise ValueError(
+            f"Unknown {kind} {spec!r}; accepted: {names} "
+            "or {'class': 'dotted.Path', 'params': {...}}"
+        )
 
 
 def _validate_custom(spec: Any, kind: str) -> None:
@@ -177,6 +172,11 @@ def create_scheduler(
     if scheduler is None:
         scheduler = "none"
     if isinstance(scheduler, dict):
+        if warmup_epochs:
+            raise ValueError(
+                "warmup_epochs works with the named schedulers only; for a custom "
+                f"{scheduler.get('class')!r} build the warm-up into it (e.g. SequentialLR)"
+            )
         params = {**(scheduler.get("params") or {}), **kwargs}
         monitor = params.pop("monitor", "val/loss")
         cls = import_object(scheduler["class"])

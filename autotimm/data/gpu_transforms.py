@@ -28,12 +28,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from autotimm.data.files import CorruptImageError
+
 # nvjpeg reads baseline and progressive JPEGs; anything else decodes on the CPU
 _JPEG_MAGIC = b"\xff\xd8\xff"
 _INTERPOLATIONS = {"bilinear": "bilinear", "bicubic": "bicubic", "nearest": "nearest"}
 
 
-class ImageDecodeError(OSError):
+class ImageDecodeError(CorruptImageError):
     """An encoded image in a batch cannot be decoded; the message names the file."""
 
 

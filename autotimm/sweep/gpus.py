@@ -38,7 +38,7 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-# user-facing switch: pretend this many GPUs (documented in sweeps/README_SECTION.md)
+# user-facing switch: pretend this many GPUs (documented in README.md, "Sweeps")
 ENV_SIMULATE = "AUTOTIMM_SIMULATE_GPUS"
 # sweeper -> trial processes
 ENV_POOL = "AUTOTIMM_SWEEP_GPUS"
