@@ -1,4 +1,4 @@
-"""Lightning callbacks autotimm adds: training throughput and the validation history."""
+"""Lightning callbacks autotimm adds: throughput, validation history, a sync-free progress bar."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import RichProgressBar as _RichProgressBar
 
 
 def _sync(module: L.LightningModule) -> None:
@@ -81,3 +82,29 @@ class ValidationHistory(L.Callback):
             return self.epochs[-1] if self.epochs else None
         pick = max if mode == "max" else min
         return pick(scored, key=lambda row: row[metric])
+
+
+class RichProgressBar(_RichProgressBar):
+    """Lightning's rich progress bar, reading the logged metrics every few training steps.
+
+    Reading them turns the step loss into a Python number: a GPU->host sync that stops the
+    host from queueing the next step. The bar still moves every step.
+    """
+
+    def __init__(self, metrics_every_n_steps: int = 20, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if metrics_every_n_steps < 1:
+            raise ValueError(f"metrics_every_n_steps must be >= 1, got {metrics_every_n_steps}")
+        self.metrics_every_n_steps = metrics_every_n_steps
+        self._hold_metrics = False
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch: Any, batch_idx: int) -> None:
+        self._hold_metrics = (batch_idx + 1) % self.metrics_every_n_steps != 0
+        try:
+            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        finally:
+            self._hold_metrics = False
+
+    def _update_metrics(self, trainer, pl_module) -> None:
+        if not self._hold_metrics:
+            super()._update_metrics(trainer, pl_module)

@@ -1,0 +1,47 @@
+"""The rich progress bar reads the logged metrics only every few steps (each read syncs a GPU)."""
+
+from __future__ import annotations
+
+import lightning as L
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from autotimm import ImageClassifier, MetricConfig
+from autotimm.callbacks import RichProgressBar
+
+
+def test_metrics_are_read_every_n_training_steps(monkeypatch, tmp_path):
+    bar = RichProgressBar(metrics_every_n_steps=3)
+    reads: list[int] = []
+    original = RichProgressBar.get_metrics
+
+    def counting_get_metrics(self, trainer, pl_module):
+        reads.append(trainer.global_step)
+        return original(self, trainer, pl_module)
+
+    monkeypatch.setattr(RichProgressBar, "get_metrics", counting_get_metrics)
+    images, labels = torch.randn(28, 3, 32, 32), torch.randint(0, 4, (28,))
+    loader = DataLoader(TensorDataset(images, labels), batch_size=4)  # 7 steps
+    model = ImageClassifier(
+        "resnet18", 4, [MetricConfig(name="accuracy", metric_class="Accuracy")], scheduler=None
+    )
+    trainer = L.Trainer(
+        max_epochs=1,
+        callbacks=[bar],
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(model, loader)
+    train_reads = [step for step in reads if 0 < step <= 7]
+    # after steps 3 and 6, then once at the end of the epoch (step 7): not 7 reads
+    assert train_reads[:2] == [3, 6]
+    assert len(train_reads) <= 4
+    assert "train/loss" in bar.get_metrics(trainer, model)
+
+
+def test_metrics_every_n_steps_must_be_positive():
+    with pytest.raises(ValueError, match="metrics_every_n_steps"):
+        RichProgressBar(metrics_every_n_steps=0)
