@@ -11,6 +11,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +107,9 @@ def train(cfg: DictConfig) -> float:
     from autotimm.sweep.trial import sweep_fields
 
     started = time.time()
+    # Lightning 2.6 warns about its own use of torch's pytree API on every step; nothing a
+    # user can act on
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     overrides = list(HydraConfig.get().overrides.task)
     if cfg.get("print_config", True):
