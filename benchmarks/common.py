@@ -62,6 +62,16 @@ def resolve_precision(precision: str | None, device: Any) -> str:
     return auto_precision() if device.type == "cuda" else "32-true"
 
 
+def prepare(args: Any) -> tuple[Any, str]:
+    """The shared start of every benchmark: quiet Lightning, threads, device, precision."""
+    quiet_lightning()
+    set_threads(getattr(args, "threads", None))
+    device = resolve_device(args.device)
+    precision = resolve_precision(args.precision, device)
+    set_fast_defaults(device)
+    return device, precision
+
+
 def set_fast_defaults(device: Any) -> None:
     """What autotimm.run does on a GPU (TF32 matmuls), applied to both sides alike."""
     import torch

@@ -140,17 +140,13 @@ def loader_rate(datamodule: Any, device: Any, batches: int) -> float | None:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    common.quiet_lightning()
     import lightning as L
     from hydra.utils import instantiate
 
     from autotimm.run import instantiate_each, prepare_model
 
-    common.set_threads(args.threads)
     load_before = common.loadavg()
-    device = common.resolve_device(args.device)
-    precision = common.resolve_precision(args.precision, device)
-    common.set_fast_defaults(device)
+    device, precision = common.prepare(args)
     width, height = (int(v) for v in args.jpeg_size.lower().split("x"))
 
     with tempfile.TemporaryDirectory(prefix="autotimm-datapipe-") as tmp:

@@ -161,16 +161,12 @@ class RawLoop:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    common.quiet_lightning()
     import torch
 
     from autotimm.data.transforms import resolve_data_config
 
-    common.set_threads(args.threads)
     load_before = common.loadavg()
-    device = common.resolve_device(args.device)
-    precision = common.resolve_precision(args.precision, device)
-    common.set_fast_defaults(device)
+    device, precision = common.prepare(args)
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory(prefix="autotimm-overhead-") as root:
         framework = Framework(args, device, precision, root)

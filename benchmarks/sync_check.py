@@ -81,14 +81,11 @@ def sync_counter(warmup: int) -> Any:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    common.quiet_lightning()
     from hydra.utils import instantiate
 
     from autotimm.run import instantiate_each, prepare_model
 
-    device = common.resolve_device(args.device)
-    precision = common.resolve_precision(args.precision, device)
-    common.set_fast_defaults(device)
+    device, precision = common.prepare(args)
     with tempfile.TemporaryDirectory(prefix="autotimm-sync-") as root:
         cfg = common.compose(
             common.backbone_overrides(args.model)
