@@ -1,43 +1,164 @@
-"""results.json: the record of one run that sweeps and comparison read."""
+"""The run record (`results.json`): one typed definition, written and read only here.
+
+Every outcome a run can have is a `RunRecord` with a `status`:
+
+- ``completed``: trained and tested; `objective.value` is the best `optimized_metric`;
+- ``failed``: raised (bad values, NaN loss, out of memory, ...); `failure` says why;
+- ``interrupted``: stopped by Ctrl-C, a signal or a preemption; resume from `last.ckpt`;
+- ``pruned``: a sweep trial the pruner stopped early; `pruned` holds the epoch and value.
+
+Sweeps, `autotimm.compare` and the tests read runs back through `read_record`; nothing
+else names the file. The README's "Outputs" section documents the fields below.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 RESULTS_FILE = "results.json"
 
-
-def device_description() -> dict[str, Any]:
-    """Which device trained: name, CUDA index (in the visible set) and visible devices."""
-    import torch
-
-    info: dict[str, Any] = {"device": "cpu", "gpu": None}
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if torch.cuda.is_available():
-        index = torch.cuda.current_device()
-        info["device"] = torch.cuda.get_device_name(index)
-        # the physical GPU id, as the sweep pinned it
-        info["gpu"] = visible.split(",")[index] if visible else str(index)
-        info["peak_gpu_memory_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
-    if os.environ.get("AUTOTIMM_SIMULATED_GPU") is not None:
-        info["gpu"] = os.environ["AUTOTIMM_SIMULATED_GPU"]
-        info["gpu_simulated"] = True
-    return info
+Status = Literal["completed", "failed", "interrupted", "pruned"]
+STATUSES: tuple[str, ...] = ("completed", "failed", "interrupted", "pruned")
 
 
-def write_results(run_dir: str | Path, results: dict[str, Any]) -> Path:
-    path = Path(run_dir) / RESULTS_FILE
+class RecordError(ValueError):
+    """A results.json that cannot be read as a run record."""
+
+
+@dataclass
+class Objective:
+    """The value a sweep optimises: `optimized_metric` (`name`) in `optimized_mode` (`mode`)."""
+
+    name: str | None
+    value: float | None = None
+    mode: str = "max"
+
+
+@dataclass
+class Pruned:
+    """Where the pruner stopped a trial: the last validation epoch and its objective value."""
+
+    epoch: int
+    value: float | None
+
+
+@dataclass
+class SweepInfo:
+    """A sweep trial's bookkeeping (absent for single runs)."""
+
+    name: str | None = None
+    trial: int | None = None
+    params: dict[str, Any] = field(default_factory=dict)  # the swept values of this trial
+    worker_pid: int | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    gpu: str | None = None  # the GPU this trial's process claimed from the sweep's pool
+    gpu_simulated: bool = False
+    gpu_claimed_at: float | None = None
+
+
+@dataclass
+class RunRecord:
+    """One run's outcome, as written to `<run dir>/results.json`."""
+
+    status: Status
+    objective: Objective
+    run_dir: str
+    overrides: list[str] = field(default_factory=list)  # the command line's overrides
+    wall_time_s: float | None = None
+    device: str | None = None  # "cpu" or the CUDA device's name
+    gpu: str | None = None  # the physical GPU id (as CUDA_VISIBLE_DEVICES names it)
+    gpu_simulated: bool = False
+    peak_gpu_memory_mb: float | None = None
+    # completed (and pruned) runs
+    best_model_path: str | None = None
+    last_model_path: str | None = None
+    val: dict[str, float | None] = field(default_factory=dict)  # the best epoch's val/...
+    best_epoch: int | None = None
+    test: dict[str, float | None] = field(default_factory=dict)  # test/... of the best ckpt
+    epochs: int | None = None
+    global_step: int | None = None
+    train_images_per_s: float | None = None
+    num_classes: int | None = None
+    batch_size: int | None = None  # as trained (tune_batch_size=true may change it)
+    compile: bool = False
+    # failed / interrupted runs
+    failure: str | None = None  # `ErrorType: message`, one line
+    traceback: str | None = None  # the last frames
+    pruned: Pruned | None = None
+    sweep: SweepInfo | None = None
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise RecordError(f"run status {self.status!r} not accepted; one of {STATUSES}")
+
+    @property
+    def objective_value(self) -> float | None:
+        return self.objective.value
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form (sweep/pruned left out when absent)."""
+        data = asdict(self)
+        for key in ("sweep", "pruned"):
+            if data[key] is None:
+                del data[key]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunRecord:
+        """Build a record from its JSON form; unknown keys (newer versions) are ignored."""
+        if not isinstance(data, dict) or "status" not in data:
+            raise RecordError(f"not a run record (no status): {str(data)[:200]}")
+        known = _known(cls, data)
+        known["objective"] = Objective(**_known(Objective, data.get("objective") or {}))
+        if data.get("sweep") is not None:
+            known["sweep"] = SweepInfo(**_known(SweepInfo, data["sweep"]))
+        if data.get("pruned") is not None:
+            known["pruned"] = Pruned(**_known(Pruned, data["pruned"]))
+        known.setdefault("run_dir", "")
+        return cls(**known)
+
+
+def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    names = {f.name for f in fields(cls)}
+    return {k: v for k, v in data.items() if k in names}
+
+
+def record_fields() -> list[tuple[str, str]]:
+    """(name, type) of every RunRecord field, for documentation."""
+    return [(f.name, str(f.type)) for f in dataclasses.fields(RunRecord)]
+
+
+def record_path(run_dir: str | os.PathLike[str]) -> Path:
+    return Path(run_dir) / RESULTS_FILE
+
+
+def has_record(run_dir: str | os.PathLike[str]) -> bool:
+    return record_path(run_dir).is_file()
+
+
+def write_record(run_dir: str | os.PathLike[str], record: RunRecord) -> Path:
+    """Write the record atomically (readers never see half a file)."""
+    path = record_path(run_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(results, indent=2, sort_keys=False, default=str))
-    tmp.replace(path)  # atomic: readers never see half a file
+    tmp.write_text(json.dumps(record.to_dict(), indent=2, default=str))
+    tmp.replace(path)
     return path
 
 
-def read_results(run_dir: str | Path) -> dict[str, Any] | None:
-    path = Path(run_dir) / RESULTS_FILE
+def read_record(run_dir: str | os.PathLike[str]) -> RunRecord | None:
+    """The run's record; None when it wrote none; RecordError when the file is unreadable."""
+    path = record_path(run_dir)
     if not path.is_file():
         return None
-    return json.loads(path.read_text())
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise RecordError(f"{path} is not readable JSON: {exc}") from exc
+    return RunRecord.from_dict(data)

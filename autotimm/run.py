@@ -103,8 +103,8 @@ def train(cfg: DictConfig) -> float:
     from autotimm.callbacks import TrainThroughput, ValidationHistory
     from autotimm.console import print_config_tree
     from autotimm.results import device_description, write_results
-    from autotimm.sweep.nonfinite import NonFiniteLossGuard
-    from autotimm.sweep.trial import sweep_fields
+    from autotimm.callbacks import NonFiniteLossGuard
+    from autotimm.run_wrapper import sweep_fields
 
     started = time.time()
     # Lightning 2.6 warns about its own use of torch's pytree API on every step; nothing a
@@ -233,7 +233,7 @@ def main(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from autotimm.sweep.trial import run_trial
+    from autotimm.run_wrapper import run_trial
 
     try:
         # sweeps: claim this trial's GPU first; failures leave a results.json with the reason

@@ -15,7 +15,7 @@
   told to Optuna as FAIL with its reason in the trial's user attributes; the sweep goes on
   until more than `max_failure_rate` of its finished trials failed. The summary (log and
   `optimization_results.yaml`) lists every failure.
-- every GPU busy: one trial per GPU (autotimm.sweep.gpus). With the joblib launcher and
+- every GPU busy: one trial per GPU (autotimm.devices). With the joblib launcher and
   several trials at once, a new trial starts as soon as any trial ends (no batch waits).
 """
 
@@ -47,8 +47,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from optuna.trial import FrozenTrial, TrialState
 
 from autotimm.results import read_results
-from autotimm.sweep.gpus import DevicePlan, plan_for_sweep
-from autotimm.sweep.trial import failure_reason
+from autotimm.devices import DevicePlan, plan_for_sweep
+from autotimm.run_wrapper import failure_reason
 
 log = logging.getLogger(__name__)
 

@@ -69,7 +69,7 @@ class AutotimmBasicSweeper(basic_sweeper.BasicSweeper):
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
     ) -> None:
-        from autotimm.sweep.gpus import plan_for_sweep
+        from autotimm.devices import plan_for_sweep
 
         plan = plan_for_sweep(config)
         if OmegaConf.select(config, "hydra.launcher.n_jobs") is not None:
@@ -79,7 +79,7 @@ class AutotimmBasicSweeper(basic_sweeper.BasicSweeper):
         super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
 
     def sweep(self, arguments: list[str]) -> Any:
-        from autotimm.sweep.trial import failure_reason
+        from autotimm.run_wrapper import failure_reason
 
         launcher = self.launcher
         failures: list[str] = []

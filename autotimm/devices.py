@@ -1,4 +1,5 @@
-"""One GPU per sweep trial: the sweep's device plan and each trial process's GPU claim.
+"""Every device and concurrency decision: which device a run uses, a sweep's plan
+(GPUs, trials at once) and each trial process's GPU claim.
 
 The sweeper (the process that runs `python train.py -m`) makes a *plan*: which GPUs
 the trials may use and how many trials run at once (one per GPU; on a CPU-only
@@ -44,7 +45,7 @@ ENV_SIMULATE = "AUTOTIMM_SIMULATE_GPUS"
 ENV_POOL = "AUTOTIMM_SWEEP_GPUS"
 ENV_SIMULATED = "AUTOTIMM_SWEEP_SIMULATED"
 ENV_LOCK_DIR = "AUTOTIMM_SWEEP_LOCK_DIR"
-# trial process -> results.json (read by autotimm.results.device_description)
+# trial process -> its run record (device_description below)
 ENV_SIMULATED_GPU = "AUTOTIMM_SIMULATED_GPU"
 
 # launchers whose trials run on this machine, in processes that inherit our environment
@@ -354,3 +355,20 @@ def plan_for_sweep(config: Any) -> DevicePlan:
         plan = DevicePlan((), int(n_jobs), False, None, pinned_by_launcher=True)
     export_plan(plan)
     return plan
+
+
+def device_description() -> dict[str, Any]:
+    """Which device trained: name, physical GPU id (as the sweep pinned it), peak memory."""
+    import torch
+
+    info: dict[str, Any] = {"device": "cpu", "gpu": None}
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if torch.cuda.is_available():
+        index = torch.cuda.current_device()
+        info["device"] = torch.cuda.get_device_name(index)
+        info["gpu"] = visible.split(",")[index] if visible else str(index)
+        info["peak_gpu_memory_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    if os.environ.get(ENV_SIMULATED_GPU) is not None:
+        info["gpu"] = os.environ[ENV_SIMULATED_GPU]
+        info["gpu_simulated"] = True
+    return info

@@ -23,7 +23,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from autotimm.sweep.gpus import claim_gpu, current_claim
+from autotimm.devices import claim_gpu, current_claim
 
 log = logging.getLogger(__name__)
 
