@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup train test test-slow test-all lint format clean
+.PHONY: setup test-data train test test-slow test-all lint format clean
 
 # The venv is rebuilt when pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -14,17 +14,21 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+# Debian's Fashion-MNIST, read by the tests (apt-get as root; otherwise says the command)
+test-data:
+	bash scripts/test-data.sh
+
 train: $(STAMP)
 	$(PY) train.py $(ARGS)
 
-test: $(STAMP)
+test: $(STAMP) test-data
 	$(PY) -m pytest -q --durations=15 $(PYTEST_ARGS)
 
 # the long tests (e.g. the full default digits run), kept in CI
-test-slow: $(STAMP)
+test-slow: $(STAMP) test-data
 	$(PY) -m pytest -q -m slow $(PYTEST_ARGS)
 
-test-all: $(STAMP)
+test-all: $(STAMP) test-data
 	$(PY) -m pytest -q -m "slow or not slow" $(PYTEST_ARGS)
 
 lint: $(STAMP)

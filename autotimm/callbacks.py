@@ -111,6 +111,7 @@ class RichProgressBar(_RichProgressBar):
         if not self._hold_metrics:
             super()._update_metrics(trainer, pl_module)
 
+
 class NonFiniteLossError(ValueError, FloatingPointError):
     """The training loss became NaN or infinite (a bad-hyperparameter error, like ValueError)."""
 

@@ -1,4 +1,4 @@
-"""Rich console output: the composed config as a tree, and short user-error messages."""
+"""Rich console output: the composed config as a tree."""
 
 from __future__ import annotations
 
@@ -25,15 +25,3 @@ def print_config_tree(cfg: DictConfig, resolve: bool = True) -> None:
             text = str(value)
         branch.add(rich.syntax.Syntax(text, "yaml", theme="ansi_dark"))
     rich.print(tree)
-
-
-def print_user_error(error: BaseException) -> None:
-    """One short, readable line (plus the cause) instead of a traceback."""
-    from rich.console import Console
-    from rich.markup import escape
-
-    console = Console(stderr=True)
-    # soft_wrap: paths in the message stay whole (copyable)
-    message = escape(str(error))  # messages contain [lists] that are not rich markup
-    console.print(f"[bold red]Error:[/] {message}", highlight=False, soft_wrap=True)
-    console.print("(set HYDRA_FULL_ERROR=1 for the full traceback)", style="dim")

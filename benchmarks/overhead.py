@@ -73,7 +73,7 @@ class Framework:
     def __init__(self, args: argparse.Namespace, device: Any, precision: str, root: str):
         from hydra.utils import instantiate
 
-        from autotimm.run import instantiate_each, prepare_model
+        from autotimm.compose import instantiate_each, prepare_model
 
         overrides = common.backbone_overrides(args.model) + [
             f"trainer.precision={precision}",

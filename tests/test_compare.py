@@ -1,6 +1,6 @@
 """`python -m autotimm.compare`: ranked table, compare.csv, compare.png, best_config.yaml.
 
-Built on hand-made run folders (results.json, metrics.csv, .hydra/) so it needs no
+Built on hand-made run folders (a run record, metrics.csv, .hydra/) so it needs no
 training; test_sweeps.py compares a real sweep's folder too.
 """
 
@@ -16,6 +16,16 @@ import pytest
 import yaml
 
 from autotimm.compare import compare, find_runs, main, swept_keys
+from autotimm.results import (
+    RESULTS_FILE,
+    Objective,
+    Pruned,
+    RunRecord,
+    SweepInfo,
+    read_record,
+    record_path,
+    write_record,
+)
 from tests.conftest import TRAIN, train_env
 
 TRIALS = [  # trial, lr, mixup, objective (None: failed), status
@@ -47,36 +57,37 @@ def make_run(folder: Path, trial, lr, mixup, objective, status, sweep=True) -> P
         "sweep": {"name": "quick", "job_type": "sweep", "trial": trial, "params": {}, "tags": []},
     }
     (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
-    results = {
-        "objective": {"name": "val/accuracy", "value": objective, "mode": "max"},
-        "status": status,
-        "overrides": overrides,
-        "wall_time_s": 12.5,
-        "device": "cpu",
-        "gpu": str(trial % 2),
-        "run_dir": str(run),
-    }
+    record = RunRecord(
+        status=status,
+        objective=Objective("val/accuracy", objective, "max"),
+        run_dir=str(run),
+        overrides=overrides,
+        wall_time_s=12.5,
+        device="cpu",
+        gpu=str(trial % 2),
+    )
     if sweep:
         params = {"optimizer.lr": lr, "regularization.mixup_alpha": mixup}
-        results["sweep"] = {"name": "quick", "trial": trial, "params": params}
+        record.sweep = SweepInfo(name="quick", trial=trial, params=params)
     if status == "completed":
-        results.update(
-            val={"val/accuracy": objective, "val/loss": 1 - objective},
-            test={"test/accuracy": objective - 0.01, "test/loss": 1.1 - objective},
-            epochs=3,
-            best_epoch=2,
-        )
-        with (run / "metrics.csv").open("w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["epoch", "step", "train/loss", "val/accuracy", "val/loss"])
-            for epoch in range(3):
-                writer.writerow([epoch, epoch * 10 + 9, 1.0, "", ""])
-                value = objective * (epoch + 1) / 3
-                writer.writerow([epoch, epoch * 10 + 9, "", value, 1 - value])
+        record.val = {"val/accuracy": objective, "val/loss": 1 - objective}
+        record.test = {"test/accuracy": objective - 0.01, "test/loss": 1.1 - objective}
+        record.epochs, record.best_epoch = 3, 2
+        write_metrics(run, [objective * (epoch + 1) / 3 for epoch in range(3)])
     else:
-        results["failure"] = "NonFiniteLossError: the training loss became NaN or infinite"
-    (run / "results.json").write_text(json.dumps(results))
+        record.failure = "NonFiniteLossError: the training loss became NaN or infinite"
+    write_record(run, record)
     return run
+
+
+def write_metrics(run: Path, accuracies: list[float]) -> None:
+    """A Lightning-style metrics.csv: a train row and a val row per epoch."""
+    with (run / "metrics.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["epoch", "step", "train/loss", "val/accuracy", "val/loss"])
+        for epoch, value in enumerate(accuracies):
+            writer.writerow([epoch, epoch * 10 + 9, 1.0, "", ""])
+            writer.writerow([epoch, epoch * 10 + 9, "", value, 1 - value])
 
 
 @pytest.fixture
@@ -84,7 +95,7 @@ def sweep_folder(tmp_path) -> Path:
     folder = tmp_path / "sweeps" / "quick"
     for trial in TRIALS:
         make_run(folder, *trial)
-    killed = folder / "trial_0004" / ".hydra"  # killed before it wrote results.json
+    killed = folder / "trial_0004" / ".hydra"  # killed before it wrote its record
     killed.mkdir(parents=True)
     (killed / "overrides.yaml").write_text(
         yaml.safe_dump(["optimizer.lr=0.002", "regularization.mixup_alpha=0.3", "sweep.trial=4"])
@@ -161,6 +172,72 @@ def test_cli_errors_and_module_entry(tmp_path, sweep_folder):
     }
 
 
+def make_pruned(folder: Path, trial: int, lr: float, value: float) -> Path:
+    """A sweep trial the pruner stopped after two epochs (its record has no objective value)."""
+    run = folder / f"trial_{trial:04d}"
+    params = {"optimizer.lr": lr, "regularization.mixup_alpha": 0.3}
+    record = RunRecord(
+        status="pruned",
+        objective=Objective("val/accuracy", None, "max"),
+        run_dir=str(run),
+        overrides=[f"optimizer.lr={lr}", "regularization.mixup_alpha=0.3", f"sweep.trial={trial}"],
+        epochs=2,
+        pruned=Pruned(epoch=1, value=value),
+        sweep=SweepInfo(name="quick", trial=trial, params=params),
+    )
+    write_record(run, record)
+    write_metrics(run, [value / 2, value])
+    return run
+
+
+def test_pruned_runs_rank_after_completed_ones_with_their_curves(sweep_folder, capsys, monkeypatch):
+    make_pruned(sweep_folder, 5, 1e-2, 0.95)  # better than any completed run: still after them
+    make_pruned(sweep_folder, 6, 2e-2, 0.40)
+    import matplotlib.pyplot as plt
+
+    figures = []
+    monkeypatch.setattr(plt, "close", figures.append)
+    report = compare(sweep_folder)
+    out = capsys.readouterr().out
+    rows = report["rows"]
+    assert [r["trial"] for r in rows] == ["1", "0", "2", "5", "6", "3", "trial_0004"]
+    assert [r["status"] for r in rows[3:5]] == ["pruned", "pruned"]
+    assert [r["rank"] for r in rows] == [1, 2, 3, None, None, None, None]
+    assert rows[3]["objective"] == pytest.approx(0.95)  # the value it was pruned at
+    assert "1 pruned" not in out and "2 pruned" in out  # the table's title counts them
+    assert out.count("pruned") >= 3  # title + one status cell per pruned run
+
+    with (sweep_folder / "compare.csv").open() as handle:
+        table = list(csv.DictReader(handle))
+    assert [row["trial"] for row in table][3:5] == ["5", "6"]
+    assert table[3]["status"] == "pruned" and float(table[3]["objective"]) == pytest.approx(0.95)
+
+    (figure,) = figures
+    labels = [line.get_label() for ax in figure.axes for line in ax.get_lines()]
+    assert {"trial 5 (pruned)", "trial 6 (pruned)", "trial 1 (best)"} <= set(labels)
+    best = yaml.safe_load((sweep_folder / "best_config.yaml").read_text())
+    assert best["optimizer"]["lr"] == pytest.approx(3e-2)  # a completed run, not trial 5
+
+
+@pytest.mark.parametrize("content", ["{not json", '{"status": "exploded", "objective": {}}'])
+def test_unreadable_record_is_shown_last(sweep_folder, content, capsys):
+    broken = sweep_folder / "trial_0009"
+    broken.mkdir()
+    record_path(broken).write_text(content)
+    rows = compare(sweep_folder, make_plot=False)["rows"]
+    assert rows[-1]["trial"] == "trial_0009" and rows[-1]["status"] == "unreadable"
+    assert [r["trial"] for r in rows][:3] == ["1", "0", "2"]
+    assert "unreadable" in capsys.readouterr().out
+
+
+def test_compare_reads_runs_only_through_the_record_api():
+    import autotimm.compare
+
+    for source in Path(autotimm.compare.__file__).parent.glob("*.py"):
+        text = source.read_text()
+        assert "results.json" not in text and "import json" not in text, source
+
+
 @pytest.mark.slow
 def test_best_config_reruns_with_one_command(tmp_path, sweep_folder):
     """The written config is a complete primary config for train.py (a real short run)."""
@@ -193,5 +270,5 @@ def test_best_config_reruns_with_one_command(tmp_path, sweep_folder):
         timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    (results,) = (tmp_path / "outputs" / "runs").glob("*/*/results.json")
-    assert json.loads(results.read_text())["status"] == "completed"
+    (results,) = (tmp_path / "outputs" / "runs").glob(f"*/*/{RESULTS_FILE}")
+    assert read_record(results.parent).status == "completed"

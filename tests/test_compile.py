@@ -16,7 +16,7 @@ from conftest import FAST, latest_results, run_train
 from torch.utils.data import DataLoader, TensorDataset
 
 from autotimm import ImageClassifier
-from autotimm.run import prepare_model, uses_cuda
+from autotimm.compose import prepare_model, uses_cuda
 
 
 def tiny_model(seed: int = 0) -> ImageClassifier:
@@ -52,7 +52,7 @@ def outputs(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
 def test_compiled_checkpoint_loads_into_plain_model_and_back(tmp_path):
     x = torch.randn(2, 3, 32, 32)
     compiled = tiny_model()
-    compiled.compile(backend="eager")  # in place, like autotimm.run.prepare_model
+    compiled.compile(backend="eager")  # in place, like autotimm.compose.prepare_model
     path = fit_two_steps(compiled, tmp_path)
     state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
     assert state and not any("_orig_mod" in key for key in state)

@@ -20,7 +20,7 @@ from PIL import Image
 from autotimm.data import ImageDataModule, list_sources
 from autotimm.data.files import CorruptImageError
 from autotimm.data.idx import read_idx
-from autotimm.data.sources import label_mapping
+from autotimm.data.sources.user_files import label_mapping
 from autotimm.data.splits import limit_indices, stratified_split
 from autotimm.data.transforms import resolve_data_config
 

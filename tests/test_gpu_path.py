@@ -25,7 +25,7 @@ from autotimm.data.gpu_transforms import (
     adjust_,
     decode_images,
     eval_resize_size,
-    sample_erase_boxes,
+    random_erasing,
     sample_resized_crop_boxes,
 )
 from autotimm.data.transforms import AugmentConfig, build_transform, resolve_data_config
@@ -147,14 +147,67 @@ def test_crop_box_statistics_match_timm():
     assert np.abs(log_aspect).max() <= math.log(4 / 3) + 0.02
 
 
+def erased_boxes(batch: torch.Tensor) -> list[tuple[int, int, int, int] | None]:
+    """The (top, left, h, w) box of zeros in each image of a batch of ones, or None."""
+    boxes: list[tuple[int, int, int, int] | None] = []
+    for image in batch:
+        rows, cols = (image == 0).all(dim=0).nonzero(as_tuple=True)
+        if rows.numel() == 0:
+            boxes.append(None)
+            continue
+        top, left = int(rows.min()), int(cols.min())
+        h, w = int(rows.max()) - top + 1, int(cols.max()) - left + 1
+        assert rows.numel() == h * w  # one solid rectangle
+        boxes.append((top, left, h, w))
+    return boxes
+
+
 def test_erase_boxes_follow_timm_limits():
-    boxes = sample_erase_boxes(2000, (64, 48), 0.5, random.Random(1))
+    random.seed(1)
+    boxes = erased_boxes(random_erasing(0.5, CPU)(torch.ones(2000, 3, 64, 48)))
     chosen = [b for b in boxes if b is not None]
     assert 0.4 < len(chosen) / len(boxes) < 0.6
     for top, left, h, w in chosen:
         assert 0 <= top and top + h <= 64 and 0 <= left and left + w <= 48
         assert h < 64 and w < 48
         assert 0.01 <= h * w / (64 * 48) <= 0.36
+
+
+@pytest.mark.parametrize(("re_prob", "erased"), [(1.0, 20), (0.0, 0)])
+def test_device_random_erasing_uses_its_probability(re_prob, erased):
+    """On the device path each image is erased with re_prob, by timm's RandomErasing."""
+    decoded = torch.full((3, 40, 40), 200, dtype=torch.uint8)
+    augment = AugmentConfig(color_jitter=None, hflip=0.0, re_prob=re_prob)
+    transform = DeviceTransform.from_config(config(32), True, augment)
+    plain = DeviceTransform.from_config(
+        config(32), True, AugmentConfig(color_jitter=None, hflip=0.0)
+    )
+    random.seed(0)
+    batch = transform.from_decoded([decoded] * 20)
+    random.seed(0)
+    reference = plain.from_decoded([decoded] * 20)
+    changed = (batch != reference).flatten(1).any(dim=1)
+    assert int(changed.sum()) == erased
+    assert ((batch == 0) | (batch == reference)).all()  # erased pixels are 0 ('const' mode)
+
+
+def test_device_random_erasing_is_timms_class(monkeypatch):
+    """The device path erases with timm.data.random_erasing.RandomErasing on the batch."""
+    from timm.data import random_erasing as timm_erasing
+
+    calls = []
+    original = timm_erasing.RandomErasing.__call__
+
+    def spy(self, batch):
+        calls.append((self.probability, self.mode, self.device, tuple(batch.shape)))
+        return original(self, batch)
+
+    monkeypatch.setattr(timm_erasing.RandomErasing, "__call__", spy)
+    augment = AugmentConfig(color_jitter=None, re_prob=0.7)
+    DeviceTransform.from_config(config(16), True, augment).from_decoded(
+        [torch.zeros((3, 20, 20), dtype=torch.uint8)] * 3
+    )
+    assert calls == [(0.7, "const", CPU, (3, 3, 16, 16))]
 
 
 # --------------------------------------------------------------- device vs CPU path

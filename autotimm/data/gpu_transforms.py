@@ -10,7 +10,7 @@ which is how the tests exercise this code.
 The augmentation follows timm's CPU pipeline (``create_transform``) step by step:
 - train: RandomResizedCrop with timm's scale/ratio sampling (10 attempts, then the
   central fallback), horizontal/vertical flips, ColorJitter(brightness, contrast,
-  saturation), normalise, RandomErasing (timm's 'const' mode);
+  saturation), normalise, timm's own RandomErasing ('const' mode, on the batch's device);
 - train with ``no_aug``: resize to the input size, normalise;
 - eval: resize the shorter side to ``floor(size / crop_pct)``, centre crop, normalise.
 Resizes use antialiasing like PIL. Crop boxes are sampled on the host (no device sync);
@@ -27,12 +27,14 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from timm.data.random_erasing import RandomErasing
 
 from autotimm.data.files import CorruptImageError
 
 # nvjpeg reads baseline and progressive JPEGs; anything else decodes on the CPU
 _JPEG_MAGIC = b"\xff\xd8\xff"
-_INTERPOLATIONS = {"bilinear": "bilinear", "bicubic": "bicubic", "nearest": "nearest"}
+# the F.interpolate modes (they share timm's names); "random" picks bilinear or bicubic
+_INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
 
 
 class ImageDecodeError(CorruptImageError):
@@ -238,34 +240,13 @@ def color_jitter_(
     return x
 
 
-def sample_erase_boxes(
-    n: int,
-    hw: tuple[int, int],
-    probability: float,
-    rng: Any = None,
-    min_area: float = 0.02,
-    max_area: float = 1.0 / 3.0,
-    min_aspect: float = 0.3,
-) -> list[tuple[int, int, int, int] | None]:
-    """timm ``RandomErasing`` boxes (one region per image, or None), sampled as timm does."""
-    rng = rng or random  # the module: the global RNG that seed_everything seeds
-    img_h, img_w = hw
-    area = img_h * img_w
-    log_aspect = (math.log(min_aspect), math.log(1.0 / min_aspect))
-    boxes: list[tuple[int, int, int, int] | None] = []
-    for _ in range(n):
-        box = None
-        if rng.random() <= probability:
-            for _ in range(10):
-                target_area = rng.uniform(min_area, max_area) * area
-                aspect = math.exp(rng.uniform(*log_aspect))
-                h = int(round(math.sqrt(target_area * aspect)))
-                w = int(round(math.sqrt(target_area / aspect)))
-                if w < img_w and h < img_h:
-                    box = (rng.randint(0, img_h - h), rng.randint(0, img_w - w), h, w)
-                    break
-        boxes.append(box)
-    return boxes
+def random_erasing(probability: float, device: torch.device | str) -> RandomErasing:
+    """timm's ``RandomErasing`` for a batch on ``device``, as the CPU path builds it.
+
+    ``create_transform`` uses 'const' mode (erased pixels become 0 after normalising) and
+    one region per image; each image is erased with ``probability``.
+    """
+    return RandomErasing(probability, mode="const", max_count=1, device=device)
 
 
 # ------------------------------------------------------------------- the batch transform
@@ -339,7 +320,7 @@ class DeviceTransform:
     def _mode(self) -> str:
         if self.interpolation == "random":
             return random.choice(("bilinear", "bicubic"))
-        return _INTERPOLATIONS[self.interpolation]
+        return self.interpolation
 
     def _normalizer(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """(scale, shift) so that ``x * scale - shift == (x / 255 - mean) / std``."""
@@ -413,9 +394,5 @@ class DeviceTransform:
             x.mul_(255.0)
         x.mul_(scale).sub_(shift)
         if augment and self.re_prob > 0:
-            erase = sample_erase_boxes(x.shape[0], self.out_hw, self.re_prob)
-            for i, box in enumerate(erase):
-                if box is not None:
-                    top, left, h, w = box
-                    x[i, :, top : top + h, left : left + w] = 0.0  # timm's 'const' mode
+            random_erasing(self.re_prob, x.device)(x)  # in place, image by image
         return x

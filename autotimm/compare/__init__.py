@@ -1,0 +1,48 @@
+"""Compare the runs of a sweep (or any folder of runs) locally, no W&B server needed.
+
+    python -m autotimm.compare outputs/sweeps/lr_mixup_ls
+    python -m autotimm.compare outputs/runs --metric test/accuracy
+
+Prints a ranked table (trial, swept values, objective, val/test metrics, epochs, time,
+GPU, status) and writes, into the folder (or --out):
+
+- compare.csv: every run, every metric;
+- compare.png: the objective against each swept value, and every run's validation curve;
+- best_config.yaml: the best run's full config, re-run with one command
+  (`python train.py --config-dir <folder> --config-name best_config`).
+
+Completed runs come first, best first; then pruned sweep trials by the value they were
+stopped at; then failed, interrupted and unfinished ones.
+
+One module per job: `runs` (finding runs, reading their records through
+`autotimm.results`, their swept values), `ranking`, `rows` (the flat rows), `csv_out`,
+`table` (the terminal table), `plots`, `best_config`, `cli` (`compare()` and the command).
+"""
+
+from autotimm.compare.best_config import BEST_CONFIG, write_best_config
+from autotimm.compare.cli import compare, main
+from autotimm.compare.csv_out import CSV_FILE, write_csv
+from autotimm.compare.plots import PNG_FILE, plot, validation_curve
+from autotimm.compare.ranking import rank
+from autotimm.compare.rows import rows
+from autotimm.compare.runs import NOT_SWEPT, Run, find_runs, swept_keys
+from autotimm.compare.table import print_table
+
+__all__ = [
+    "BEST_CONFIG",
+    "CSV_FILE",
+    "NOT_SWEPT",
+    "PNG_FILE",
+    "Run",
+    "compare",
+    "find_runs",
+    "main",
+    "plot",
+    "print_table",
+    "rank",
+    "rows",
+    "swept_keys",
+    "validation_curve",
+    "write_best_config",
+    "write_csv",
+]

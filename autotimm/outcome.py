@@ -1,0 +1,164 @@
+"""A run's outcome as a `RunRecord`: the objective found, completed and failed records.
+
+`autotimm.run.train` builds the completed record; `autotimm.run_wrapper` the failed or
+interrupted one. Both write it through `autotimm.results`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from autotimm.devices import current_claim, device_description
+from autotimm.results import Objective, RunRecord, SweepInfo
+from autotimm.user_errors import UserError
+
+
+def hydra_config() -> Any | None:
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.get() if HydraConfig.initialized() else None
+
+
+def in_multirun() -> bool:
+    from hydra.types import RunMode
+
+    hc = hydra_config()
+    return hc is not None and hc.mode == RunMode.MULTIRUN
+
+
+def run_dir_and_overrides() -> tuple[Path, list[str]]:
+    hc = hydra_config()
+    return Path(hc.runtime.output_dir), list(hc.overrides.task)
+
+
+def find_objective(cfg: DictConfig, history: Any, trainer: Any) -> tuple[float, dict[str, Any]]:
+    """(objective value, the best epoch's validation row) for `optimized_metric`."""
+    name = cfg.optimized_metric
+    best = history.best(name, cfg.get("optimized_mode", "max")) or {}
+    value = best.get(name)
+    if value is None and name in trainer.callback_metrics:
+        value = float(trainer.callback_metrics[name])
+    if value is None:
+        raise UserError(
+            f"optimized_metric={name!r} was never logged; "
+            f"logged: {sorted(trainer.callback_metrics)}"
+        )
+    return float(value), best
+
+
+def metric_values(metrics: dict[str, Any], prefix: str) -> dict[str, float | None]:
+    """`prefix...` metrics as plain floats (NaN/inf as None, which JSON can hold)."""
+    values: dict[str, float | None] = {}
+    for key, value in metrics.items():
+        if key.startswith(prefix):
+            number = float(value)
+            values[key] = number if math.isfinite(number) else None
+    return values
+
+
+def sweep_info(cfg: DictConfig) -> SweepInfo | None:
+    """A sweep trial's bookkeeping (None for single runs)."""
+    if not in_multirun():
+        return None
+    sweep = cfg.get("sweep") or {}
+    claim = current_claim()
+    info = SweepInfo(
+        name=sweep.get("name"),
+        trial=sweep.get("trial"),
+        params=OmegaConf.to_container(sweep.params) if sweep.get("params") else {},
+        worker_pid=os.getpid(),
+        started_at=sweep.get("started_at"),
+        finished_at=time.time(),
+    )
+    if claim is not None:
+        info.gpu, info.gpu_simulated = claim.gpu, claim.simulated
+        info.gpu_claimed_at = claim.claimed_at
+    return info
+
+
+def objective_of(cfg: DictConfig, value: float | None = None) -> Objective:
+    return Objective(cfg.get("optimized_metric"), value, cfg.get("optimized_mode", "max"))
+
+
+def completed_record(
+    cfg: DictConfig,
+    trainer: Any,
+    datamodule: Any,
+    objective: float,
+    best: dict[str, Any],
+    test_metrics: dict[str, float | None],
+    started: float,
+) -> RunRecord:
+    """The record of a run that trained and tested."""
+    run_dir, overrides = run_dir_and_overrides()
+    checkpoint = trainer.checkpoint_callback
+    best_path = (checkpoint.best_model_path if checkpoint is not None else "") or None
+    throughput = next((c for c in trainer.callbacks if hasattr(c, "images_per_s")), None)
+    images_per_s = getattr(throughput, "images_per_s", None)
+    return RunRecord(
+        status="completed",
+        objective=objective_of(cfg, objective),
+        run_dir=str(run_dir),
+        overrides=overrides,
+        wall_time_s=round(time.time() - started, 2),
+        best_model_path=best_path,
+        last_model_path=str(Path(best_path).parent / "last.ckpt") if best_path else None,
+        val={k: v for k, v in best.items() if k.startswith("val/")},
+        best_epoch=best.get("epoch"),
+        test=test_metrics,
+        epochs=trainer.current_epoch,
+        global_step=trainer.global_step,
+        train_images_per_s=round(images_per_s, 1) if images_per_s else None,
+        num_classes=datamodule.num_classes,
+        batch_size=int(datamodule.batch_size),
+        compile=bool(cfg.get("compile")),
+        sweep=sweep_info(cfg),
+        **device_description(),
+    )
+
+
+_INNER_ERROR = re.compile(r"\b(\w+(?:Error|Exception|Interrupt)): (.+?)(?: -{4,}|$)")
+
+
+def failure_reason(exc: BaseException, limit: int = 1000) -> str:
+    """`TypeName: message` on one line, short enough for a table and a study attribute.
+
+    Errors that carry another process's traceback as text (submitit's FailedJobError)
+    are reduced to that traceback's last error line.
+    """
+    message = " ".join(str(exc).split()) or "(no message)"
+    text = f"{type(exc).__name__}: {message}"
+    if "Traceback (most recent call last)" in message:
+        inner = _INNER_ERROR.findall(message)
+        if inner:
+            name, detail = inner[-1]
+            text = f"{type(exc).__name__}: {name}: {detail.strip()}"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def failed_record(cfg: DictConfig, exc: BaseException, started: float) -> RunRecord:
+    """The record of a run that raised: failed, or interrupted (Ctrl-C, a signal)."""
+    run_dir, overrides = run_dir_and_overrides()
+    try:
+        device = device_description()
+    except Exception:  # never hide the run's own error
+        device = {"device": None, "gpu": None}
+    return RunRecord(
+        status="interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
+        objective=objective_of(cfg),
+        run_dir=str(run_dir),
+        overrides=overrides,
+        wall_time_s=round(time.time() - started, 2),
+        failure=failure_reason(exc),
+        traceback="".join(traceback.format_exception(exc)[-6:])[-4000:],
+        sweep=sweep_info(cfg),
+        **device,
+    )

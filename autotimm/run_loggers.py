@@ -1,0 +1,66 @@
+"""A run's loggers: built with the full config, given the run's summary, finished cleanly."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from autotimm.compose import instantiate_each
+from autotimm.results import RunRecord
+
+log = logging.getLogger(__name__)
+
+
+def build_loggers(cfg: DictConfig) -> list[Any]:
+    """The logger group, each given the full resolved config as its hyperparameters.
+
+    The model saves its hparams with `logger=False`: Lightning's copy uses the model's
+    short argument names (optimizer: adamw) that would overwrite the config's groups.
+    """
+    loggers = instantiate_each(cfg.get("logger"))
+    config = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+    for logger in loggers:
+        logger.log_hyperparams(config)
+    return loggers
+
+
+def wandb_summary(record: RunRecord) -> dict[str, Any]:
+    """What the W&B table and parallel-coordinates views show of a run.
+
+    Keys: `objective`, `best/val/...` (the best epoch's validation metrics), `test/...`,
+    epochs, time, throughput, GPU, and the run's `status`.
+    """
+    return {
+        "objective": record.objective.value,
+        **{f"best/{key}": value for key, value in record.val.items()},
+        **record.test,
+        "epochs": record.epochs,
+        "wall_time_s": record.wall_time_s,
+        "train_images_per_s": record.train_images_per_s,
+        "gpu": record.gpu,
+        "status": record.status,
+    }
+
+
+def summarise(loggers: list[Any], record: RunRecord) -> None:
+    """The record's summary into each W&B run's summary."""
+    for logger in loggers:
+        if type(logger).__name__ == "WandbLogger":
+            logger.experiment.summary.update(wandb_summary(record))
+
+
+def finish_loggers(loggers: list[Any], failed: bool) -> None:
+    """End this run's W&B run (failed runs as failed) so the next run gets a new one."""
+    for logger in loggers:
+        try:
+            logger.finalize("failed" if failed else "success")
+        except Exception as exc:  # finishing must never hide the real error
+            log.warning("could not finalize %s: %s", type(logger).__name__, exc)
+    if "wandb" in sys.modules:
+        import wandb
+
+        if wandb.run is not None:
+            wandb.finish(exit_code=1 if failed else 0)

@@ -1,0 +1,66 @@
+"""User errors (a bad config value, missing data): one short message, no traceback."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+
+class UserError(ValueError):
+    """A problem with the user's config or data (reported without a traceback)."""
+
+
+def find_user_error(exc: BaseException) -> BaseException | None:
+    """The config/data problem behind `exc` (unwrapping Hydra's instantiate errors), if any."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    from autotimm.data.files import CorruptImageError
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(
+            seen, (ValueError, FileNotFoundError, CorruptImageError, OmegaConfBaseException)
+        ):
+            return seen
+        if isinstance(seen, RuntimeError) and "could not be fetched offline" in str(seen):
+            return seen
+        seen = seen.__cause__
+    return None
+
+
+def print_user_error(error: BaseException) -> None:
+    """One short, readable line (plus the cause) instead of a traceback."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    console = Console(stderr=True)
+    # soft_wrap: paths in the message stay whole (copyable)
+    message = escape(str(error))  # messages contain [lists] that are not rich markup
+    console.print(f"[bold red]Error:[/] {message}", highlight=False, soft_wrap=True)
+    console.print("(set HYDRA_FULL_ERROR=1 for the full traceback)", style="dim")
+
+
+def _in_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+@contextmanager
+def user_errors_reported() -> Iterator[None]:
+    """Single runs: a user error exits with one short message (status 1).
+
+    In a multirun (sweep) errors propagate, so the sweeper records the trial as failed;
+    HYDRA_FULL_ERROR=1 shows the traceback as usual.
+    """
+    try:
+        yield
+    except Exception as exc:
+        user_error = find_user_error(exc)
+        if user_error is None or os.environ.get("HYDRA_FULL_ERROR") == "1" or _in_multirun():
+            raise
+        print_user_error(user_error)
+        sys.exit(1)
