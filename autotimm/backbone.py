@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import difflib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,9 @@ from unittest import mock
 
 import timm
 import torch.nn as nn
+
+from autotimm.checks import ConfigValueError, check_fraction, close_matches
+from autotimm.utils import to_plain
 
 
 @dataclass
@@ -31,16 +33,18 @@ class BackboneConfig:
     kwargs: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        from autotimm.utils import to_plain
-
         self.kwargs = dict(to_plain(self.kwargs) or {})
         reserved = sorted(set(self.kwargs) & (_RESERVED | set(self.__dataclass_fields__)))
         if reserved:
-            raise ValueError(
-                f"BackboneConfig.kwargs may not set {reserved}: use the BackboneConfig "
-                f"fields {list(self.__dataclass_fields__)[:-1]} (num_classes is set by "
-                "ImageClassifier)."
+            raise ConfigValueError(
+                "kwargs",
+                self.kwargs,
+                f"may not set {reserved}; use the BackboneConfig fields "
+                f"{list(self.__dataclass_fields__)[:-1]} (num_classes is set by ImageClassifier)",
             )
+        validate_model_name(self.model_name)
+        check_fraction("drop_rate", self.drop_rate)
+        check_fraction("drop_path_rate", self.drop_path_rate)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -71,14 +75,14 @@ def as_backbone_config(backbone: str | BackboneConfig | dict[str, Any]) -> Backb
 
 
 def validate_model_name(name: str) -> None:
-    """Raise a ValueError with close timm matches when `name` is not a timm model."""
-    if timm.is_model(name):
+    """Raise with timm's close matches when `name` is not a timm model."""
+    if isinstance(name, str) and timm.is_model(name):
         return
-    close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
-    hint = f" Did you mean: {', '.join(close)}?" if close else ""
-    raise ValueError(
-        f"Unknown backbone {name!r}: not a timm model.{hint} "
-        "See autotimm.list_backbones('<pattern>') for the accepted names."
+    hint = close_matches(name, timm.list_models()) if isinstance(name, str) else ""
+    raise ConfigValueError(
+        "model_name",
+        name,
+        f"not a timm model{hint}; accepted: the names autotimm.list_backbones('<pattern>') lists",
     )
 
 
@@ -117,8 +121,10 @@ def _hub_offline_when_unreachable():
 
 
 def create_backbone(config: BackboneConfig) -> nn.Module:
-    """Build the headless timm backbone (`num_classes=0`: pooled `num_features` out)."""
-    validate_model_name(config.model_name)
+    """Build the headless timm backbone (`num_classes=0`: pooled `num_features` out).
+
+    `config` checked its own values when it was made (BackboneConfig.__post_init__).
+    """
     kwargs: dict[str, Any] = dict(config.kwargs)
     kwargs.update(
         num_classes=0,

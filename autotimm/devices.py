@@ -1,11 +1,14 @@
 """Every device and concurrency decision: which device a run uses, a sweep's plan
-(GPUs, trials at once) and each trial process's GPU claim.
+(GPUs, trials at once, threads per trial) and each trial process's GPU claim.
 
-The sweeper (the process that runs `python train.py -m`) makes a *plan*: which GPUs
-the trials may use and how many trials run at once (one per GPU; on a CPU-only
-machine `sweep.cpu_workers`, 1 by default). It exports the pool in environment
-variables that local trial processes inherit (loky workers of the joblib launcher,
-submitit-local jobs, or the sweeper itself when trials run one after another).
+Both sweepers call `plan_for_sweep(config)` once, before their launcher starts. The plan
+follows the launcher, recognised by its class: Hydra's basic launcher runs trials one by
+one in the sweeper's process; joblib and submitit-local run them in processes on this
+machine; any other launcher (SLURM, Ray) gives each trial its GPU itself. Trials at once
+is one key, `sweep.n_jobs` (null: one per GPU; `sweep.cpu_workers` on a CPU-only
+machine); the joblib launcher's own `n_jobs` follows it. The plan exports the GPU pool in
+environment variables that local trial processes inherit (loky workers of the joblib
+launcher, submitit-local jobs, or the sweeper itself when trials run one after another).
 
 At the start of a trial, `claim_gpu()` takes one GPU for the *process*: an exclusive
 `flock` on one lock file per GPU, held until the process exits. Loky reuses worker
@@ -33,7 +36,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterable, MutableMapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -48,8 +51,15 @@ ENV_LOCK_DIR = "AUTOTIMM_SWEEP_LOCK_DIR"
 # trial process -> its run record (device_description below)
 ENV_SIMULATED_GPU = "AUTOTIMM_SIMULATED_GPU"
 
-# launchers whose trials run on this machine, in processes that inherit our environment
-LOCAL_LAUNCHERS = ("JoblibLauncher", "BasicLauncher", "submitit_launcher.LocalLauncher")
+# how a launcher runs its trials (launcher_kind)
+IN_PROCESS = "in-process"  # Hydra's basic launcher: one by one in the sweeper's process
+JOBLIB = "joblib"  # loky worker processes on this machine
+LOCAL = "local"  # other processes on this machine that inherit our environment (submitit-local)
+REMOTE = "remote"  # SLURM, Ray, ...: the launcher gives each trial its GPU
+_LOCAL_CLASSES = {
+    JOBLIB: "hydra_plugins.hydra_joblib_launcher.joblib_launcher:JoblibLauncher",
+    LOCAL: "hydra_plugins.hydra_submitit_launcher.submitit_launcher:LocalLauncher",
+}
 
 
 def visible_gpus(environ: MutableMapping[str, str] | None = None) -> list[str]:
@@ -89,13 +99,34 @@ def visible_gpus(environ: MutableMapping[str, str] | None = None) -> list[str]:
 
 @dataclass(frozen=True)
 class DevicePlan:
-    """Where a sweep's trials run: `gpus` (one trial per GPU) and `n_jobs` trials at once."""
+    """Where a sweep's trials run: `gpus` (one trial per GPU), `n_jobs` trials at once,
+    `threads_per_trial` CPU threads each, through a launcher of kind `launcher`."""
 
     gpus: tuple[str, ...] = ()
     n_jobs: int = 1
     simulated: bool = False
     lock_dir: str | None = None
-    pinned_by_launcher: bool = False
+    launcher: str = JOBLIB
+    threads_per_trial: int = 1
+
+    @property
+    def pinned_by_launcher(self) -> bool:
+        """The launcher gives each trial its GPU (SLURM, Ray): trials claim nothing."""
+        return self.launcher == REMOTE
+
+    @property
+    def own_pool(self) -> bool:
+        """Run trials in autotimm's own worker pool, a new one as soon as any ends.
+
+        joblib would launch them in batches that wait for their slowest trial.
+        """
+        return self.launcher == JOBLIB and self.n_jobs > 1
+
+    def thread_env(self) -> dict[str, str]:
+        """Environment that limits each trial process to its share of the CPU threads."""
+        return {
+            name: str(self.threads_per_trial) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+        }
 
     def describe(self) -> str:
         if self.pinned_by_launcher:
@@ -182,7 +213,8 @@ def plan_devices(
             lock_dir = os.path.join(sweep_dir, ".gpu_locks")  # pretend GPUs: this sweep's own
         else:
             lock_dir = os.path.join(tempfile.gettempdir(), f"autotimm-simulated-{os.getpid()}")
-    return DevicePlan(tuple(pool), jobs, simulated, lock_dir if pool else None)
+    threads = max(1, (os.cpu_count() or 1) // jobs)  # the machine's cores, shared evenly
+    return DevicePlan(tuple(pool), jobs, simulated, lock_dir if pool else None, JOBLIB, threads)
 
 
 def export_plan(plan: DevicePlan, environ: MutableMapping[str, str] | None = None) -> None:
@@ -320,41 +352,88 @@ def release_claim() -> None:
     _claim = None
 
 
-def is_local_launcher(launcher_target: str) -> bool:
-    """Trials of this launcher run on this machine and inherit the sweeper's environment."""
-    return any(name in launcher_target for name in LOCAL_LAUNCHERS)
+def _class_of(launcher: Any) -> type | None:
+    if launcher is None or isinstance(launcher, type):
+        return launcher
+    if isinstance(launcher, str):
+        from hydra.utils import get_class
+
+        return get_class(launcher) if launcher else None
+    return type(launcher)
+
+
+def launcher_kind(launcher: Any) -> str:
+    """How a launcher runs trials: IN_PROCESS, JOBLIB, LOCAL or REMOTE, by its class.
+
+    `launcher`: a launcher, its class or its `_target_` (None: Hydra's default, basic).
+    Subclasses count as their base; a launcher whose plugin is not installed is not in use.
+    """
+    import importlib
+
+    from autotimm.sweep.plugin_api import basic_launcher_class
+
+    cls = _class_of(launcher)
+    if cls is None or issubclass(cls, basic_launcher_class()):
+        return IN_PROCESS
+    for kind, target in _LOCAL_CLASSES.items():
+        module, _, name = target.partition(":")
+        try:
+            base = getattr(importlib.import_module(module), name)
+        except ImportError:
+            continue
+        if issubclass(cls, base):
+            return kind
+    return REMOTE
 
 
 def plan_for_sweep(config: Any) -> DevicePlan:
-    """The plan from a composed config (`sweep` block and `hydra.launcher`), exported.
+    """The sweep's plan from its composed config (`sweep` block, `hydra.launcher`).
 
-    Local launchers (joblib, basic, submitit-local) get a GPU pool that trials claim from;
-    SLURM and Ray pin one GPU per trial themselves, so their trials claim nothing.
+    Exports the GPU pool to local trial processes (remote launchers get none: their trials
+    must not claim from it) and sets the joblib launcher's `n_jobs` to the plan's.
+    Called by the sweepers before they instantiate the launcher.
     """
     from omegaconf import OmegaConf
 
     sweep = config.get("sweep") or {}
-    target = str(OmegaConf.select(config, "hydra.launcher._target_", default="") or "")
-    simulate = sweep.get("simulate_gpus") or os.environ.get(ENV_SIMULATE) or 0
+    kind = launcher_kind(OmegaConf.select(config, "hydra.launcher._target_", default=None))
     n_jobs = sweep.get("n_jobs")
-    if "BasicLauncher" in target:
-        n_jobs = 1  # Hydra's basic launcher runs trials one by one in this process
-    if is_local_launcher(target):
-        plan = plan_devices(
+    if kind == REMOTE:
+        if n_jobs is None:
+            parallel = OmegaConf.select(config, "hydra.launcher.array_parallelism")
+            n_jobs = parallel or max(1, len(visible_gpus()))
+        plan = DevicePlan((), int(n_jobs), launcher=REMOTE, threads_per_trial=0)
+    else:
+        simulate = sweep.get("simulate_gpus") or os.environ.get(ENV_SIMULATE) or 0
+        planned = plan_devices(
             gpus=sweep.get("gpus"),
-            n_jobs=n_jobs,
+            n_jobs=1 if kind == IN_PROCESS else n_jobs,  # the basic launcher: one by one
             cpu_workers=int(sweep.get("cpu_workers") or 1),
             simulate_gpus=int(simulate),
             lock_dir=sweep.get("lock_dir"),
             sweep_dir=str(config.hydra.sweep.dir),
         )
-    else:
-        if n_jobs is None:
-            parallel = OmegaConf.select(config, "hydra.launcher.array_parallelism")
-            n_jobs = parallel or max(1, len(visible_gpus()))
-        plan = DevicePlan((), int(n_jobs), False, None, pinned_by_launcher=True)
+        plan = replace(planned, launcher=kind)
     export_plan(plan)
+    _set_launcher_jobs(config, plan)
     return plan
+
+
+def _set_launcher_jobs(config: Any, plan: DevicePlan) -> None:
+    """The joblib launcher's `n_jobs` (-1 by default) follows the plan: one key decides."""
+    from omegaconf import OmegaConf, open_dict
+
+    current = OmegaConf.select(config, "hydra.launcher.n_jobs")
+    if current is None or plan.launcher != JOBLIB:
+        return
+    if current not in (-1, plan.n_jobs):
+        log.warning(
+            "hydra.launcher.n_jobs=%s is replaced by the sweep's plan (%d); set sweep.n_jobs",
+            current,
+            plan.n_jobs,
+        )
+    with open_dict(config):
+        config.hydra.launcher.n_jobs = plan.n_jobs
 
 
 def device_description() -> dict[str, Any]:

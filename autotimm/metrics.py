@@ -10,6 +10,7 @@ from typing import Any, Literal
 import torch
 import torch.nn as nn
 
+from autotimm.checks import ConfigValueError, check_choice, close_matches
 from autotimm.utils import import_object, to_plain
 
 log = logging.getLogger(__name__)
@@ -48,43 +49,47 @@ class MetricConfig:
     def __post_init__(self) -> None:
         self.params = dict(to_plain(self.params) or {})
         self.stages = list(to_plain(self.stages))
-        if self.backend not in BACKENDS:
-            raise ValueError(
-                f"Metric {self.name!r}: unknown backend {self.backend!r}; accepted: {BACKENDS}"
-            )
-        bad = [s for s in self.stages if s not in STAGES]
-        if bad or not self.stages:
-            raise ValueError(
-                f"Metric {self.name!r}: bad stages entry {bad or self.stages!r}; "
-                f"accepted: {list(STAGES)}"
+        key = self.name
+        check_choice(f"{key}.backend", self.backend, BACKENDS)
+        if not self.stages or any(s not in STAGES for s in self.stages):
+            raise ConfigValueError(
+                f"{key}.stages", self.stages, f"not a non-empty list of {list(STAGES)}"
             )
         if not (self.log_on_step or self.log_on_epoch):
-            raise ValueError(
-                f"Metric {self.name!r}: log_on_step and log_on_epoch are both False, so it "
-                "would never be logged; set at least one to True."
+            raise ConfigValueError(
+                f"{key}.log_on_epoch",
+                self.log_on_epoch,
+                "log_on_step is False too, so it would never be logged; set one to True",
             )
-        if self.preds not in PREDS_TYPES:
-            raise ValueError(
-                f"Metric {self.name!r}: unknown preds {self.preds!r}; accepted: {PREDS_TYPES}"
-            )
+        check_choice(f"{key}.preds", self.preds, PREDS_TYPES)
+        self.resolve_class()  # an unknown class fails here, not when the model is built
 
     def resolve_class(self) -> type:
+        """The metric class: a torchmetrics name, or a dotted path with backend='custom'."""
+        key = f"{self.name}.metric_class"
         if self.backend == "custom":
-            return import_object(self.metric_class)
+            try:
+                return import_object(self.metric_class)
+            except ValueError as exc:
+                raise ConfigValueError(key, self.metric_class, str(exc)) from exc
         import torchmetrics
         import torchmetrics.classification as tmc
 
         for namespace in (torchmetrics, tmc):
             cls = getattr(namespace, self.metric_class, None)
-            if cls is not None:
+            if isinstance(cls, type):
                 return cls
-        raise ValueError(
-            f"Metric {self.name!r}: metric class {self.metric_class!r} not found in "
-            "torchmetrics or torchmetrics.classification (for your own class use "
-            "backend='custom' with a dotted path)."
+        names = {n for space in (torchmetrics, tmc) for n in dir(space) if n[:1].isupper()}
+        raise ConfigValueError(
+            key,
+            self.metric_class,
+            "not in torchmetrics or torchmetrics.classification"
+            f"{close_matches(self.metric_class, sorted(names))}; accepted: a class of those, "
+            "or backend='custom' with a dotted path",
         )
 
     def build(self, num_classes: int) -> nn.Module:
+        """The metric for `num_classes` classes (num_classes/task filled in when it takes them)."""
         cls = self.resolve_class()
         params = dict(self.params)
         accepted = _accepted_params(cls)
@@ -95,8 +100,10 @@ class MetricConfig:
         try:
             return cls(**params)
         except (TypeError, ValueError) as exc:
-            raise ValueError(
-                f"Metric {self.name!r}: {self.metric_class}({params}) failed: {exc}"
+            raise ConfigValueError(
+                f"{self.name}.params",
+                self.params,
+                f"{self.metric_class}(**{params}) failed: {exc}; accepted: {sorted(accepted)}",
             ) from exc
 
     def to_dict(self) -> dict[str, Any]:

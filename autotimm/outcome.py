@@ -17,7 +17,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from autotimm.devices import current_claim, device_description
-from autotimm.results import Objective, RunRecord, SweepInfo
+from autotimm.results import Objective, Pruned, RunRecord, SweepInfo
 from autotimm.user_errors import UserError
 
 
@@ -88,24 +88,25 @@ def objective_of(cfg: DictConfig, value: float | None = None) -> Objective:
     return Objective(cfg.get("optimized_metric"), value, cfg.get("optimized_mode", "max"))
 
 
-def completed_record(
+def trained_record(
     cfg: DictConfig,
     trainer: Any,
     datamodule: Any,
-    objective: float,
-    best: dict[str, Any],
+    objective: tuple[float, dict[str, Any]],
     test_metrics: dict[str, float | None],
     started: float,
+    pruned: Pruned | None = None,
 ) -> RunRecord:
-    """The record of a run that trained and tested."""
+    """The record of a run that trained: completed (and tested), or pruned by its sweep."""
+    value, best = objective
     run_dir, overrides = run_dir_and_overrides()
     checkpoint = trainer.checkpoint_callback
     best_path = (checkpoint.best_model_path if checkpoint is not None else "") or None
     throughput = next((c for c in trainer.callbacks if hasattr(c, "images_per_s")), None)
     images_per_s = getattr(throughput, "images_per_s", None)
     return RunRecord(
-        status="completed",
-        objective=objective_of(cfg, objective),
+        status="pruned" if pruned is not None else "completed",
+        objective=objective_of(cfg, value),
         run_dir=str(run_dir),
         overrides=overrides,
         wall_time_s=round(time.time() - started, 2),
@@ -120,6 +121,7 @@ def completed_record(
         num_classes=datamodule.num_classes,
         batch_size=int(datamodule.batch_size),
         compile=bool(cfg.get("compile")),
+        pruned=pruned,
         sweep=sweep_info(cfg),
         **device_description(),
     )

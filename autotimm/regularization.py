@@ -5,18 +5,17 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from autotimm.checks import check_fraction, check_non_negative
+
 
 def validate_regularization(
     label_smoothing: float, mixup_alpha: float, cutmix_alpha: float, head_dropout: float
 ) -> None:
-    if not 0.0 <= label_smoothing < 1.0:
-        raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
-    if mixup_alpha < 0:
-        raise ValueError(f"mixup_alpha must be >= 0 (0 disables mixup), got {mixup_alpha!r}")
-    if cutmix_alpha < 0:
-        raise ValueError(f"cutmix_alpha must be >= 0 (0 disables cutmix), got {cutmix_alpha!r}")
-    if not 0.0 <= head_dropout < 1.0:
-        raise ValueError(f"head_dropout must be in [0, 1), got {head_dropout!r}")
+    """ImageClassifier's regularization arguments (the regularization group's fields)."""
+    check_fraction("label_smoothing", label_smoothing)
+    check_non_negative("mixup_alpha", mixup_alpha, " (0 disables mixup)")
+    check_non_negative("cutmix_alpha", cutmix_alpha, " (0 disables cutmix)")
+    check_fraction("head_dropout", head_dropout)
 
 
 class BatchMixer:

@@ -114,17 +114,22 @@ class RunRecord:
         """Build a record from its JSON form; unknown keys (newer versions) are ignored."""
         if not isinstance(data, dict) or "status" not in data:
             raise RecordError(f"not a run record (no status): {str(data)[:200]}")
-        known = _known(cls, data)
-        known["objective"] = Objective(**_known(Objective, data.get("objective") or {}))
-        if data.get("sweep") is not None:
-            known["sweep"] = SweepInfo(**_known(SweepInfo, data["sweep"]))
-        if data.get("pruned") is not None:
-            known["pruned"] = Pruned(**_known(Pruned, data["pruned"]))
-        known.setdefault("run_dir", "")
-        return cls(**known)
+        try:
+            known = _known(cls, data)
+            known["objective"] = Objective(**_known(Objective, data.get("objective") or {}))
+            if data.get("sweep") is not None:
+                known["sweep"] = SweepInfo(**_known(SweepInfo, data["sweep"]))
+            if data.get("pruned") is not None:
+                known["pruned"] = Pruned(**_known(Pruned, data["pruned"]))
+            known.setdefault("run_dir", "")
+            return cls(**known)
+        except (TypeError, AttributeError) as exc:  # a field of the wrong shape
+            raise RecordError(f"not a run record: {exc}") from exc
 
 
 def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise TypeError(f"{cls.__name__} must be a mapping, got {data!r}")
     names = {f.name for f in fields(cls)}
     return {k: v for k, v in data.items() if k in names}
 

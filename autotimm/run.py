@@ -24,6 +24,7 @@ def train(cfg: DictConfig) -> float:
     from autotimm import compose, outcome
     from autotimm.callbacks import ValidationHistory
     from autotimm.config_nodes import validate_groups
+    from autotimm.pruning import pruning_callback
     from autotimm.results import write_record
     from autotimm.run_loggers import build_loggers, finish_loggers, summarise
 
@@ -39,9 +40,10 @@ def train(cfg: DictConfig) -> float:
 
     datamodule = instantiate(cfg.data)
     model = compose.build_model(cfg, datamodule)
-    history = ValidationHistory()
+    history, pruning = ValidationHistory(), pruning_callback(cfg)  # pruning: sweeps only
     loggers = build_loggers(cfg)
-    trainer = compose.build_trainer(cfg, compose.build_callbacks(cfg, history), loggers)
+    callbacks = compose.build_callbacks(cfg, history, *filter(None, [pruning]))
+    trainer = compose.build_trainer(cfg, callbacks, loggers)
 
     failed = True
     try:
@@ -51,8 +53,11 @@ def train(cfg: DictConfig) -> float:
         if trainer.interrupted:
             raise KeyboardInterrupt("training was interrupted")
         objective, best = outcome.find_objective(cfg, history, trainer)
-        test = _test(cfg, trainer, model, datamodule)
-        record = outcome.completed_record(cfg, trainer, datamodule, objective, best, test, started)
+        pruned = pruning.pruned if pruning is not None else None
+        test = {} if pruned else _test(cfg, trainer, model, datamodule)  # pruned: not tested
+        record = outcome.trained_record(
+            cfg, trainer, datamodule, (objective, best), test, started, pruned
+        )
         write_record(record.run_dir, record)
         summarise(loggers, record)
         failed = False

@@ -46,10 +46,14 @@ def wandb_summary(record: RunRecord) -> dict[str, Any]:
 
 
 def summarise(loggers: list[Any], record: RunRecord) -> None:
-    """The record's summary into each W&B run's summary."""
+    """The record's summary into each W&B run's summary; pruned trials get a `pruned` tag."""
     for logger in loggers:
         if type(logger).__name__ == "WandbLogger":
-            logger.experiment.summary.update(wandb_summary(record))
+            run = logger.experiment
+            run.summary.update(wandb_summary(record))
+            if record.pruned is not None:
+                run.summary.update({"pruned_epoch": record.pruned.epoch})
+                run.tags = (*(run.tags or ()), "pruned")
 
 
 def finish_loggers(loggers: list[Any], failed: bool) -> None:

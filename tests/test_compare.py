@@ -7,7 +7,6 @@ training; test_sweeps.py compares a real sweep's folder too.
 from __future__ import annotations
 
 import csv
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -200,7 +199,7 @@ def test_pruned_runs_rank_after_completed_ones_with_their_curves(sweep_folder, c
     report = compare(sweep_folder)
     out = capsys.readouterr().out
     rows = report["rows"]
-    assert [r["trial"] for r in rows] == ["1", "0", "2", "5", "6", "3", "trial_0004"]
+    assert [r["trial"] for r in rows] == ["1", "0", "2", "5", "6", "3", "4"]
     assert [r["status"] for r in rows[3:5]] == ["pruned", "pruned"]
     assert [r["rank"] for r in rows] == [1, 2, 3, None, None, None, None]
     assert rows[3]["objective"] == pytest.approx(0.95)  # the value it was pruned at
@@ -219,7 +218,9 @@ def test_pruned_runs_rank_after_completed_ones_with_their_curves(sweep_folder, c
     assert best["optimizer"]["lr"] == pytest.approx(3e-2)  # a completed run, not trial 5
 
 
-@pytest.mark.parametrize("content", ["{not json", '{"status": "exploded", "objective": {}}'])
+@pytest.mark.parametrize(
+    "content", ["{not json", '{"status": "exploded", "objective": {"name": "val/accuracy"}}']
+)
 def test_unreadable_record_is_shown_last(sweep_folder, content, capsys):
     broken = sweep_folder / "trial_0009"
     broken.mkdir()

@@ -67,6 +67,10 @@ def test_unreadable_and_missing_records(tmp_path):
     record_path(tmp_path).write_text(json.dumps({"objective": {}}))
     with pytest.raises(RecordError, match="no status"):
         read_record(tmp_path)
+    for objective in ({}, 3):  # a field of the wrong shape
+        record_path(tmp_path).write_text(json.dumps({"status": "failed", "objective": objective}))
+        with pytest.raises(RecordError, match="not a run record"):
+            read_record(tmp_path)
 
 
 def test_newer_keys_are_ignored_when_reading(tmp_path):

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeVar
 
 import lightning as L
 import torch
@@ -30,6 +31,7 @@ IN_MEMORY_SOURCES = frozenset({"digits", "synthetic"})
 # Sources of image files: the ones the device decode path (data.decode=gpu) reads
 FILE_SOURCES = frozenset({"image_folder", "csv"})
 DECODE_MODES = ("auto", "cpu", "gpu")
+T = TypeVar("T")
 
 
 def default_num_workers(source: str) -> int:
@@ -43,6 +45,48 @@ def default_num_workers(source: str) -> int:
     if source in IN_MEMORY_SOURCES or cpus <= 2:
         return 0
     return min(8, cpus - 1)
+
+
+def check_arguments(
+    source: str, batch_size: int, in_chans: int, decode: str, auto_augment: str | None
+) -> None:
+    """Fail at construction on arguments that cannot work, naming the value at fault."""
+    get_source(source)  # an unknown name raises, listing the accepted sources
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if in_chans < 1:
+        raise ValueError(f"in_chans must be >= 1, got {in_chans}")
+    if in_chans not in (1, 3) and source != "synthetic":
+        raise ValueError(f"image sources give 1 or 3 channels; in_chans={in_chans}")
+    if decode not in DECODE_MODES:
+        raise ValueError(f"decode={decode!r} is not one of {list(DECODE_MODES)}")
+    if decode == "gpu" and source not in FILE_SOURCES:
+        raise ValueError(
+            f"decode='gpu' decodes image files (sources {sorted(FILE_SOURCES)}); "
+            f"source {source!r} has none: use decode='cpu' or 'auto'"
+        )
+    if decode == "gpu" and auto_augment:
+        raise ValueError(
+            f"auto_augment={auto_augment!r} has no device implementation; "
+            "use decode='cpu' with auto_augment (or drop auto_augment)"
+        )
+
+
+def decodes_on_device(decode: str, source: str, auto_augment: str | None) -> bool:
+    """Whether image files are decoded and augmented on the training device (``decode``)."""
+    if decode == "auto":
+        return source in FILE_SOURCES and not auto_augment and torch.cuda.is_available()
+    return decode == "gpu"
+
+
+def from_fields(cls: type[T], values: Mapping[str, Any], **overrides: Any) -> T:
+    """Dataclass ``cls`` from the entries of ``values`` named like its fields, then ``overrides``.
+
+    The datamodule's arguments are flat (Hydra keys); this groups them without listing
+    each field a second time.
+    """
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    return cls(**{**{n: values[n] for n in names if n in values}, **overrides})
 
 
 class ImageDataModule(L.LightningDataModule):
@@ -109,50 +153,18 @@ class ImageDataModule(L.LightningDataModule):
         super().__init__()
         # logger=False: the run logs the full config; merging both would clash on num_classes
         self.save_hyperparameters(logger=False)
-        get_source(source)  # fail at construction on an unknown source name
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if in_chans < 1:
-            raise ValueError(f"in_chans must be >= 1, got {in_chans}")
-        if in_chans not in (1, 3) and source != "synthetic":
-            raise ValueError(f"image sources give 1 or 3 channels; in_chans={in_chans}")
-        if decode not in DECODE_MODES:
-            raise ValueError(f"decode={decode!r} is not one of {list(DECODE_MODES)}")
-        if decode == "gpu" and source not in FILE_SOURCES:
-            raise ValueError(
-                f"decode='gpu' decodes image files (sources {sorted(FILE_SOURCES)}); "
-                f"source {source!r} has none: use decode='cpu' or 'auto'"
-            )
-        if decode == "gpu" and auto_augment:
-            raise ValueError(
-                f"auto_augment={auto_augment!r} has no device implementation; "
-                "use decode='cpu' with auto_augment (or drop auto_augment)"
-            )
+        check_arguments(source, batch_size, in_chans, decode, auto_augment)
         self.source = source
         self.decode = decode
         self.channels_last = channels_last
-        self.decode_on_device = decode == "gpu" or (
-            decode == "auto"
-            and source in FILE_SOURCES
-            and not auto_augment
-            and torch.cuda.is_available()
-        )
+        self.decode_on_device = decodes_on_device(decode, source, auto_augment)
         self.batch_size = batch_size
         self.num_workers = default_num_workers(source) if num_workers is None else num_workers
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         # workers that live across epochs only exist when there are workers
         self.persistent_workers = persistent_workers and self.num_workers > 0
         self.drop_last = drop_last
-        self.augment = AugmentConfig(
-            hflip=hflip,
-            vflip=vflip,
-            scale=tuple(scale) if scale is not None else None,  # type: ignore[arg-type]
-            ratio=tuple(ratio) if ratio is not None else None,  # type: ignore[arg-type]
-            color_jitter=color_jitter,
-            auto_augment=auto_augment,
-            re_prob=re_prob,
-            no_aug=no_aug,
-        )
+        self.augment: AugmentConfig = from_fields(AugmentConfig, self.hparams)
         self._splits: SourceSplits | None = None
         self._data_config: dict[str, Any] | None = None
         self._datasets: dict[str, TransformedDataset] = {}
@@ -176,22 +188,8 @@ class ImageDataModule(L.LightningDataModule):
         if self._splits is not None:
             return self._splits
         hp = self.hparams
-        options = SourceOptions(
-            root=hp.root,
-            val_fraction=hp.val_fraction,
-            test_fraction=hp.test_fraction,
-            seed=hp.seed,
-            download=hp.download,
-            skip_corrupt=hp.skip_corrupt,
-            verify_images=hp.verify_images,
-            csv_file=hp.csv_file,
-            path_column=hp.path_column,
-            label_column=hp.label_column,
-            split_column=hp.split_column,
-            num_classes=hp.num_classes,
-            synthetic_size=hp.synthetic_size,
-            input_size=self._resolve_config()["input_size"],
-        )
+        input_size = self._resolve_config()["input_size"]
+        options = from_fields(SourceOptions, hp, input_size=input_size)
         splits = get_source(self.source)(options)
         found = len(splits.class_names)
         if hp.num_classes is not None and hp.num_classes != found:

@@ -124,6 +124,13 @@ class AugmentConfig:
     re_prob: float = 0.0
     no_aug: bool = False
 
+    def __post_init__(self) -> None:
+        # Hydra passes lists (ListConfig): keep the pairs as tuples
+        if self.scale is not None:
+            self.scale = tuple(self.scale)  # type: ignore[assignment]
+        if self.ratio is not None:
+            self.ratio = tuple(self.ratio)  # type: ignore[assignment]
+
 
 def _pair(value: Sequence[float] | None, name: str) -> tuple[float, float] | None:
     """A (low, high) tuple from a list/tuple/ListConfig, or None."""

@@ -1,0 +1,269 @@
+"""Every private API of Hydra, its plugins and Optuna that autotimm's sweeps use, in one place.
+
+autotimm's sweepers reuse internals their packages do not promise to keep:
+hydra-optuna-sweeper's search-space parsing and trial suggestion (`_impl`), the joblib
+launcher's job function (`_core.execute_job`), Hydra's basic sweeper and launcher and its
+file config source (`hydra._internal`), a failed job's exception (`JobReturn._return_value`),
+and Optuna's storage and trial ids (optuna 2.10 has no public accessor for either).
+
+pyproject.toml pins the versions this module was written against. `SIGNATURES` and
+`check_internals()` state what each call relies on; tests/test_plugin_api.py runs the check
+(and so does every Optuna sweep at its start), so an upgrade fails loudly instead of
+silently in a user's sweep.
+
+Imports are lazy: the search-path plugin imports this module at Hydra's plugin discovery
+(every start of train.py), where importing optuna would cost a second.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import inspect
+from collections.abc import Callable, Sequence
+from typing import Any
+
+_OPTUNA_IMPL = "hydra_plugins.hydra_optuna_sweeper._impl"
+_JOBLIB_CORE = "hydra_plugins.hydra_joblib_launcher._core"
+_BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper"
+_BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher"
+_FILE_SOURCE = "hydra._internal.core_plugins.file_config_source"
+
+# "module:qualname" -> the parameter names autotimm's calls rely on, in order
+SIGNATURES: dict[str, tuple[str, ...]] = {
+    f"{_OPTUNA_IMPL}:OptunaSweeperImpl.__init__": (
+        "self",
+        "sampler",
+        "direction",
+        "storage",
+        "study_name",
+        "n_trials",
+        "n_jobs",
+        "max_failure_rate",
+        "search_space",
+        "custom_search_space",
+        "params",
+    ),
+    f"{_OPTUNA_IMPL}:OptunaSweeperImpl._process_searchspace_config": ("self",),
+    f"{_OPTUNA_IMPL}:OptunaSweeperImpl._parse_sweeper_params_config": ("self",),
+    f"{_OPTUNA_IMPL}:OptunaSweeperImpl._get_directions": ("self",),
+    f"{_OPTUNA_IMPL}:OptunaSweeperImpl._to_grid_sampler_choices": ("self", "distribution"),
+    f"{_OPTUNA_IMPL}:OptunaSweeperImpl._configure_trials": (
+        "self",
+        "trials",
+        "search_space_distributions",
+        "fixed_params",
+    ),
+    f"{_OPTUNA_IMPL}:create_params_from_overrides": ("arguments",),
+    f"{_JOBLIB_CORE}:execute_job": (
+        "idx",
+        "overrides",
+        "hydra_context",
+        "config",
+        "task_function",
+        "singleton_state",
+    ),
+    f"{_BASIC_SWEEPER}:BasicSweeper.__init__": ("self", "max_batch_size", "params"),
+    f"{_BASIC_SWEEPER}:BasicSweeper.setup": ("self", "hydra_context", "task_function", "config"),
+    f"{_BASIC_SWEEPER}:BasicSweeper.sweep": ("self", "arguments"),
+    f"{_BASIC_LAUNCHER}:BasicLauncher.__init__": ("self",),
+    f"{_FILE_SOURCE}:FileConfigSource.__init__": ("self", "provider", "path"),
+    f"{_FILE_SOURCE}:FileConfigSource.load_config": ("self", "config_path"),
+    f"{_FILE_SOURCE}:FileConfigSource.is_group": ("self", "config_path"),
+    f"{_FILE_SOURCE}:FileConfigSource.is_config": ("self", "config_path"),
+    f"{_FILE_SOURCE}:FileConfigSource.list": ("self", "config_path", "results_filter"),
+    "optuna.storages:BaseStorage.set_trial_user_attr": ("self", "trial_id", "key", "value"),
+    "optuna.storages:BaseStorage.set_trial_state": ("self", "trial_id", "state"),
+}
+
+
+def _locate(target: str) -> Any:
+    module, _, qualname = target.partition(":")
+    found: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        found = getattr(found, part)
+    return found
+
+
+def signature_problems(signatures: dict[str, tuple[str, ...]] | None = None) -> list[str]:
+    """Where an installed package no longer has a function with the parameters relied on."""
+    problems = []
+    for target, expected in (SIGNATURES if signatures is None else signatures).items():
+        try:
+            found = tuple(inspect.signature(_locate(target)).parameters)
+        except (ImportError, AttributeError) as exc:
+            problems.append(f"{target}: missing ({type(exc).__name__}: {exc})")
+            continue
+        if found[: len(expected)] != expected:
+            problems.append(f"{target}: parameters {found}, autotimm relies on {expected}")
+    return problems
+
+
+def attribute_problems() -> list[str]:
+    """Where an object no longer has an attribute autotimm reads or writes directly."""
+    import optuna
+    from hydra.core.utils import JobReturn
+
+    problems = []
+    if "_return_value" not in {f.name for f in dataclasses.fields(JobReturn)}:
+        problems.append("hydra.core.utils.JobReturn: no _return_value field")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study()
+    trial = study.ask()
+    checks = {
+        "optuna.Study._storage": hasattr(study, "_storage"),
+        "optuna.Trial._trial_id": hasattr(trial, "_trial_id"),
+        "optuna.trial.FrozenTrial._trial_id": hasattr(study.trials[0], "_trial_id"),
+    }
+    impl = _locate(f"{_OPTUNA_IMPL}:OptunaSweeperImpl")(
+        None, "minimize", None, None, 1, 1, 0.0, None, None, None
+    )
+    for name in ("search_space_distributions", "custom_search_space_extender", "params"):
+        checks[f"OptunaSweeperImpl.{name}"] = hasattr(impl, name)
+    checks["BasicSweeper.launcher"] = hasattr(basic_sweeper_class()(None), "launcher")
+    launcher = _locate("hydra_plugins.hydra_joblib_launcher.joblib_launcher:JoblibLauncher")()
+    for name in ("hydra_context", "config", "task_function"):
+        checks[f"JoblibLauncher.{name}"] = hasattr(launcher, name)
+    problems += [f"{name}: missing" for name, ok in checks.items() if not ok]
+    return problems
+
+
+def check_internals() -> None:
+    """Raise with every changed private API (run at the start of a sweep and in the tests)."""
+    problems = signature_problems() + attribute_problems()
+    if problems:
+        raise RuntimeError(
+            "autotimm's sweeps rely on private APIs of Hydra, its plugins and Optuna that the "
+            "installed versions changed; install the versions pinned in autotimm's "
+            "pyproject.toml:\n  " + "\n  ".join(problems)
+        )
+
+
+# -- Hydra ----------------------------------------------------------------------------------
+
+
+def basic_sweeper_class() -> type:
+    """Hydra's basic (grid) sweeper, which AutotimmBasicSweeper extends."""
+    return _locate(f"{_BASIC_SWEEPER}:BasicSweeper")
+
+
+def basic_launcher_class() -> type:
+    """Hydra's basic launcher (trials one by one in the sweeper's process)."""
+    return _locate(f"{_BASIC_LAUNCHER}:BasicLauncher")
+
+
+def file_config_source_class() -> type:
+    """Hydra's `file://` config source, which the `sweeps/` folder's source extends."""
+    return _locate(f"{_FILE_SOURCE}:FileConfigSource")
+
+
+def job_error(ret: Any) -> BaseException | None:
+    """The exception a failed job raised (None for a completed job).
+
+    The public `JobReturn.return_value` re-raises it and writes to stderr on the way.
+    """
+    from hydra.core.utils import JobStatus
+
+    return None if ret.status == JobStatus.COMPLETED else ret._return_value
+
+
+def let_job_pass(ret: Any) -> None:
+    """Mark a failed job completed with no value (its failure was recorded elsewhere)."""
+    from hydra.core.utils import JobStatus
+
+    ret.status = JobStatus.COMPLETED
+    ret.return_value = None  # the public setter
+
+
+class JoblibJobs:
+    """Runs trials the way hydra-joblib-launcher's workers do (`_core.execute_job`)."""
+
+    def __init__(self, launcher: Any) -> None:
+        from hydra.core.singleton import Singleton
+        from hydra.core.utils import configure_log, setup_globals
+
+        setup_globals()
+        config = launcher.config
+        configure_log(config.hydra.hydra_logging, config.hydra.verbose)
+        self._launcher = launcher
+        self._singleton_state = Singleton.get_state()
+
+    def call(self, idx: int, overrides: Sequence[str]) -> tuple[Callable[..., Any], tuple]:
+        """The function and its arguments that run job `idx` (picklable, for a worker)."""
+        execute_job = _locate(f"{_JOBLIB_CORE}:execute_job")
+        launcher = self._launcher
+        return execute_job, (
+            idx,
+            list(overrides),
+            launcher.hydra_context,
+            launcher.config,
+            launcher.task_function,
+            self._singleton_state,
+        )
+
+
+# -- hydra-optuna-sweeper ---------------------------------------------------------------------
+
+
+class OptunaSearch:
+    """hydra-optuna-sweeper's search space: parsing, directions, grid choices, suggestions.
+
+    `settings` are the sweeper's config keys (sampler, direction, storage, study_name,
+    n_trials, max_failure_rate, search_space, custom_search_space, params).
+    """
+
+    def __init__(self, settings: dict[str, Any], config: Any) -> None:
+        impl_class = _locate(f"{_OPTUNA_IMPL}:OptunaSweeperImpl")
+        # n_jobs sizes the plugin's own sweep loop, which autotimm does not run
+        self._impl = impl_class(n_jobs=1, **settings)
+        self._impl.config = config  # a custom_search_space function receives it
+
+    def space(self, arguments: Sequence[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(distributions, fixed values) from `hydra.sweeper.params` and the command line."""
+        impl = self._impl
+        create_params_from_overrides = _locate(f"{_OPTUNA_IMPL}:create_params_from_overrides")
+        impl._process_searchspace_config()
+        distributions, fixed = create_params_from_overrides(
+            [*impl._parse_sweeper_params_config(), *arguments]
+        )
+        if impl.search_space_distributions:  # the deprecated hydra.sweeper.search_space
+            distributions = {**impl.search_space_distributions, **distributions}
+        for name in fixed:
+            distributions.pop(name, None)
+        return distributions, fixed
+
+    def directions(self) -> list[str]:
+        return list(self._impl._get_directions())
+
+    def grid(self, distributions: dict[str, Any]) -> dict[str, list[Any]]:
+        """GridSampler's search space: the choices of each (discrete) distribution."""
+        return {
+            name: list(self._impl._to_grid_sampler_choices(d)) for name, d in distributions.items()
+        }
+
+    def suggest(self, trial: Any, distributions: dict[str, Any]) -> list[str]:
+        """Sample the trial's values; its overrides (`name=value`)."""
+        (overrides,) = self._impl._configure_trials([trial], distributions, {})
+        return list(overrides)
+
+
+# -- Optuna -------------------------------------------------------------------------------------
+
+
+def fail_trial(study: Any, trial: Any, attrs: dict[str, Any]) -> bool:
+    """Set user attributes on another process's RUNNING trial and mark it FAIL.
+
+    False when the trial finished meanwhile or another process failed it first. A trial
+    read back from the storage (FrozenTrial) has no public setter for user attributes, and
+    the public `Study.tell` would run the sampler's after-trial hook for a trial this
+    process never sampled.
+    """
+    from optuna.trial import TrialState
+
+    storage, trial_id = study._storage, trial._trial_id
+    try:
+        for key, value in attrs.items():
+            storage.set_trial_user_attr(trial_id, key, value)
+        return bool(storage.set_trial_state(trial_id, TrialState.FAIL))
+    except RuntimeError:  # finished meanwhile
+        return False
