@@ -11,17 +11,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from autotimm.backbone import BackboneConfig, as_backbone_config, create_backbone
+from autotimm.checks import ConfigValueError, under
 from autotimm.heads import ClassificationHead
 from autotimm.logging_config import LoggingConfig
 from autotimm.metrics import MetricConfig, MetricManager
-from autotimm.optim import (
-    TrainingLength,
-    create_optimizer,
-    create_scheduler,
-    dry_run_optimization,
-    validate_optimizer,
-    validate_scheduler,
-)
+from autotimm.optim import TrainingLength, create_optimizer, create_scheduler
+from autotimm.optim_check import check_optimization
 from autotimm.regularization import BatchMixer, validate_regularization
 from autotimm.utils import to_plain
 
@@ -69,32 +64,22 @@ class ImageClassifier(L.LightningModule):
         class_names: list[str] | None = None,
     ) -> None:
         super().__init__()
-        # Validate everything before building anything: errors name the bad value.
-        if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
-            raise ValueError(f"num_classes must be an integer >= 1, got {num_classes!r}")
-        validate_regularization(label_smoothing, mixup_alpha, cutmix_alpha, head_dropout)
+        # Check everything before building anything: errors name the bad value.
         optimizer, scheduler = to_plain(optimizer), to_plain(scheduler)
         optimizer_kwargs = dict(to_plain(optimizer_kwargs) or {}) or None
         scheduler_kwargs = dict(to_plain(scheduler_kwargs) or {}) or None
-        validate_optimizer(optimizer)
-        validate_scheduler(scheduler)
-        dry_run_optimization(optimizer, optimizer_kwargs, scheduler, scheduler_kwargs, lr)
-        backbone_config = as_backbone_config(to_plain(backbone))
+        class_names = _checked_class_names(num_classes, class_names)
+        validate_regularization(label_smoothing, mixup_alpha, cutmix_alpha, head_dropout)
+        check_optimization(
+            optimizer, lr, weight_decay, optimizer_kwargs, scheduler, scheduler_kwargs
+        )
+        with under("backbone"):
+            backbone_config = as_backbone_config(to_plain(backbone))
         self.logging_config = LoggingConfig.coerce(to_plain(logging_config))
-        class_names = list(to_plain(class_names)) if class_names is not None else None
-        if class_names is not None and len(class_names) != num_classes:
-            raise ValueError(
-                f"class_names has {len(class_names)} entries but num_classes={num_classes}"
-            )
-
-        if isinstance(metrics, MetricManager):
-            metric_configs = metrics.configs
-        else:
-            metric_configs = list(to_plain(metrics) or [])
-        self.metrics = MetricManager(metric_configs, num_classes)
-
-        # Plain-container hparams, all of them (loggers record these); checkpoints store
-        # an offline-buildable backbone (see on_save_checkpoint).
+        metrics = metrics.configs if isinstance(metrics, MetricManager) else metrics
+        with under("metrics"):
+            self.metrics = MetricManager(list(to_plain(metrics) or []), num_classes)
+        # plain containers; loggers get the run's config instead (see also on_save_checkpoint)
         self.save_hyperparameters(
             {
                 "backbone": backbone_config.to_dict(),
@@ -113,25 +98,30 @@ class ImageClassifier(L.LightningModule):
                 "mixup_alpha": mixup_alpha,
                 "cutmix_alpha": cutmix_alpha,
                 "class_names": class_names,
-            }
+            },
+            logger=False,
         )
-        self.freeze_backbone = bool(freeze_backbone)
+        self._build_modules(backbone_config)
 
+    def _build_modules(self, backbone_config: BackboneConfig) -> None:
+        """Backbone, head, loss, mixer and confusion matrix, from the saved hparams."""
+        hp = self.hparams
+        self.freeze_backbone = bool(hp.freeze_backbone)
         self.backbone = create_backbone(backbone_config)
-        self.head = ClassificationHead(self.backbone.num_features, num_classes, head_dropout)
-        self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        self.head = ClassificationHead(self.backbone.num_features, hp.num_classes, hp.head_dropout)
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=hp.label_smoothing)
         self.mixer = (
-            BatchMixer(num_classes, mixup_alpha, cutmix_alpha, label_smoothing)
-            if mixup_alpha > 0 or cutmix_alpha > 0
+            BatchMixer(hp.num_classes, hp.mixup_alpha, hp.cutmix_alpha, hp.label_smoothing)
+            if hp.mixup_alpha > 0 or hp.cutmix_alpha > 0
             else None
         )
-        if freeze_backbone:
+        if self.freeze_backbone:
             self.backbone.requires_grad_(False)
             self.backbone.eval()
         if self.logging_config.log_confusion_matrix:
             from torchmetrics.classification import MulticlassConfusionMatrix
 
-            self.val_confusion = MulticlassConfusionMatrix(num_classes=num_classes)
+            self.val_confusion = MulticlassConfusionMatrix(num_classes=hp.num_classes)
         self.last_confusion_matrix: torch.Tensor | None = None
 
     # ----------------------------------------------------------------- model
@@ -331,6 +321,20 @@ class ImageClassifier(L.LightningModule):
             scheduler.step()
         else:
             scheduler.step(metric)
+
+
+def _checked_class_names(num_classes: int, class_names: list[str] | None) -> list[str] | None:
+    """num_classes is a positive integer; class_names (plain list), one per class."""
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
+        raise ConfigValueError("num_classes", num_classes, "must be an integer >= 1")
+    if class_names is None:
+        return None
+    class_names = list(to_plain(class_names))
+    if len(class_names) != num_classes:
+        raise ConfigValueError(
+            "class_names", class_names, f"has {len(class_names)} entries, num_classes={num_classes}"
+        )
+    return class_names
 
 
 def _global_norm(tensors: list[torch.Tensor]) -> torch.Tensor:

@@ -1,7 +1,11 @@
-"""Typed nodes for the optimizer, scheduler and regularization config groups.
+"""Typed nodes for the optimizer, scheduler, regularization and metrics config groups,
+and `validate_groups`, which builds every group node before any data loads.
 
-Each group file in `conf/` instantiates into one of these, so a bad name fails
-when the config is instantiated; the model node reads their fields.
+Each group file in `conf/` instantiates into one of these (the backbone group into
+`autotimm.BackboneConfig`), so a bad value fails when its own node is instantiated,
+with the group's key in the message (`optimizer.lr=-0.1: must be > 0`). The model node
+reads their fields through interpolation; ImageClassifier checks its arguments with the
+same functions.
 """
 
 from __future__ import annotations
@@ -9,9 +13,23 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from autotimm.optim import validate_optimizer, validate_scheduler
-from autotimm.regularization import validate_regularization
+from omegaconf import DictConfig
+
+from autotimm.checks import ConfigValueError, check_fraction, under
 from autotimm.utils import to_plain
+
+# the groups whose nodes validate_groups builds, in this order: regularization before
+# backbone, whose drop_path_rate interpolates regularization's (the user's key is named)
+GROUPS = ("optimizer", "scheduler", "regularization", "backbone", "metrics")
+# the optimizer and scheduler nodes' fields, as errors of the pair check name them
+_PAIR_KEYS = dict(
+    optimizer="optimizer.name",
+    lr="optimizer.lr",
+    weight_decay="optimizer.weight_decay",
+    optimizer_kwargs="optimizer.kwargs",
+    scheduler="scheduler.name",
+    scheduler_kwargs="scheduler.kwargs",
+)
 
 
 @dataclass
@@ -24,11 +42,12 @@ class OptimizerConfig:
     kwargs: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        from autotimm.optim_check import ArgKeys, check_optimizer
+
         self.name = to_plain(self.name)
         self.kwargs = dict(to_plain(self.kwargs) or {})
-        validate_optimizer(self.name)
-        if self.lr <= 0:
-            raise ValueError(f"optimizer lr must be > 0, got {self.lr!r}")
+        keys = ArgKeys(optimizer="name", optimizer_kwargs="kwargs")
+        check_optimizer(self.name, self.lr, self.weight_decay, self.kwargs, keys)
 
 
 @dataclass
@@ -39,9 +58,13 @@ class SchedulerConfig:
     kwargs: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        from autotimm.optim_check import ArgKeys, check_scheduler
+
         self.name = to_plain(self.name)
         self.kwargs = dict(to_plain(self.kwargs) or {})
-        validate_scheduler(self.name)
+        check_scheduler(
+            self.name, self.kwargs, keys=ArgKeys(scheduler="name", scheduler_kwargs="kwargs")
+        )
 
 
 @dataclass
@@ -55,23 +78,89 @@ class RegularizationConfig:
     drop_path_rate: float = 0.0
 
     def __post_init__(self) -> None:
+        from autotimm.regularization import validate_regularization
+
         validate_regularization(
             self.label_smoothing, self.mixup_alpha, self.cutmix_alpha, self.head_dropout
         )
-        if not 0.0 <= self.drop_path_rate < 1.0:
-            raise ValueError(f"drop_path_rate must be in [0, 1), got {self.drop_path_rate!r}")
+        check_fraction("drop_path_rate", self.drop_path_rate)
+
+
+# the number of classes the metrics node builds its metrics for (the data's is not known
+# yet); big enough for the usual top_k
+_PROBE_CLASSES = 10
 
 
 def metric_list(**metrics: Any) -> list[Any]:
     """The metrics group: `name: {MetricConfig fields}` entries -> a list of MetricConfig.
 
     Keeping metrics as a mapping in YAML lets users override one
-    (`metrics.f1_macro.prog_bar=true`) or drop one (`~metrics.top5`).
+    (`metrics.f1_macro.prog_bar=true`) or drop one (`~metrics.top5`). Each metric is
+    built once here, so bad params fail before the data loads.
     """
-    from autotimm.metrics import MetricConfig
+    from autotimm.metrics import as_metric_config
 
-    return [
-        MetricConfig(**{"name": name, **(to_plain(fields) or {})})
-        for name, fields in metrics.items()
-        if fields is not None
-    ]
+    configs = []
+    for name, fields in metrics.items():
+        if fields is not None:
+            config = as_metric_config({"name": name, **(to_plain(fields) or {})})
+            config.build(max(_PROBE_CLASSES, int(config.params.get("top_k", 1)) + 1))
+            configs.append(config)
+    return configs
+
+
+def validate_groups(cfg: DictConfig) -> None:
+    """Instantiate each group node of `cfg` on its own (then optimizer and scheduler
+    together): a bad value raises a ConfigValueError naming `group.key=value`.
+
+    Call it before the data is instantiated; Hydra's InstantiationException is unwrapped
+    so the message is the short one.
+    """
+    from autotimm.optim_check import ArgKeys, check_optimization
+
+    built: dict[str, Any] = {}
+    for group in GROUPS:
+        node = cfg.get(group)
+        if isinstance(node, DictConfig) and "_target_" in node:
+            with under(group):
+                built[group] = _instantiate(node, group)
+    optimizer, scheduler = built.get("optimizer"), built.get("scheduler")
+    if isinstance(optimizer, OptimizerConfig) and isinstance(scheduler, SchedulerConfig):
+        # each node was checked alone (the scheduler on a stand-in SGD); now the pair
+        o, s = optimizer, scheduler
+        keys = ArgKeys(**_PAIR_KEYS)
+        check_optimization(o.name, o.lr, o.weight_decay, o.kwargs, s.name, s.kwargs, keys)
+
+
+def _instantiate(node: DictConfig, group: str) -> Any:
+    """instantiate(node), re-raising the error behind Hydra's InstantiationException."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    try:
+        return instantiate(node)
+    except InstantiationException as exc:
+        cause = exc.__cause__
+        if isinstance(cause, ConfigValueError):
+            raise cause from None
+        if isinstance(cause, TypeError):
+            raise _unknown_key(node, group, cause) from cause
+        if isinstance(cause, ValueError):
+            raise ValueError(f"{group}: {cause}") from cause
+        raise
+
+
+def _unknown_key(node: DictConfig, group: str, cause: TypeError) -> ValueError:
+    """A key the node's target does not take (`+optimizer.bogus=1`), with the accepted ones."""
+    import inspect
+
+    from hydra.utils import get_method
+
+    try:
+        accepted = list(inspect.signature(get_method(node._target_)).parameters)
+    except Exception:  # no signature to compare with: Hydra's message it is
+        return ValueError(f"{group}: {cause}")
+    unknown = [k for k in node if not str(k).startswith("_") and k not in accepted]
+    if not unknown:
+        return ValueError(f"{group}: {cause}")
+    return ConfigValueError(unknown[0], node[unknown[0]], f"unknown key; accepted: {accepted}")

@@ -10,11 +10,8 @@ machine); the joblib launcher's own `n_jobs` follows it. The plan exports the GP
 environment variables that local trial processes inherit (loky workers of the joblib
 launcher, submitit-local jobs, or the sweeper itself when trials run one after another).
 
-At the start of a trial, `claim_gpu()` takes one GPU for the *process*: an exclusive
-`flock` on one lock file per GPU, held until the process exits. Loky reuses worker
-processes and CUDA reads CUDA_VISIBLE_DEVICES once, when it initialises, so a worker
-keeps its GPU for every trial it runs; a worker that dies frees its GPU (the kernel
-drops the lock). The claim must run before anything in the process touches CUDA.
+At the start of a trial, `claim_gpu()` (autotimm.gpu_claim, re-exported here) takes one
+GPU of that pool for the trial's process, with a lock file per GPU.
 
 Simulation (tests, or trying the machinery on a laptop): `AUTOTIMM_SIMULATE_GPUS=N`
 (or `sweep.simulate_gpus=N`) pretends N GPUs. Trials claim them exactly like real ones
@@ -26,30 +23,53 @@ pool: the trial records the device the launcher gave it.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
-import socket
 import subprocess
-import sys
 import tempfile
-import time
 from collections.abc import Iterable, MutableMapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+
+# the trial side of the plan; claim_gpu & co. are re-exported: devices.py is where to look
+from autotimm.gpu_claim import (
+    ENV_LOCK_DIR,
+    ENV_POOL,
+    ENV_SIMULATED,
+    ENV_SIMULATED_GPU,
+    Claim,
+    claim_gpu,
+    current_claim,
+    default_lock_dir,
+    release_claim,
+)
+
+__all__ = [
+    "ENV_LOCK_DIR",
+    "ENV_POOL",
+    "ENV_SIMULATE",
+    "ENV_SIMULATED",
+    "ENV_SIMULATED_GPU",
+    "Claim",
+    "DevicePlan",
+    "claim_gpu",
+    "current_claim",
+    "default_lock_dir",
+    "device_description",
+    "export_plan",
+    "launcher_kind",
+    "plan_devices",
+    "plan_for_sweep",
+    "release_claim",
+    "visible_gpus",
+]
 
 log = logging.getLogger(__name__)
 
 # user-facing switch: pretend this many GPUs (documented in README.md, "Sweeps")
 ENV_SIMULATE = "AUTOTIMM_SIMULATE_GPUS"
-# sweeper -> trial processes
-ENV_POOL = "AUTOTIMM_SWEEP_GPUS"
-ENV_SIMULATED = "AUTOTIMM_SWEEP_SIMULATED"
-ENV_LOCK_DIR = "AUTOTIMM_SWEEP_LOCK_DIR"
-# trial process -> its run record (device_description below)
-ENV_SIMULATED_GPU = "AUTOTIMM_SIMULATED_GPU"
 
 # how a launcher runs its trials (launcher_kind)
 IN_PROCESS = "in-process"  # Hydra's basic launcher: one by one in the sweeper's process
@@ -149,9 +169,48 @@ def _as_list(value: Any) -> list[str] | None:
     return [str(x) for x in value]
 
 
-def default_lock_dir() -> str:
-    """Machine-wide (per user): sweeps started side by side never share a GPU."""
-    return os.path.join(tempfile.gettempdir(), f"autotimm-gpu-locks-{os.getuid()}")
+def _gpu_pool(wanted: list[str] | None, available: list[str]) -> list[str]:
+    """The GPUs asked for (all visible ones when None), checked against what is there."""
+    if wanted is None:
+        return available
+    if len(set(wanted)) != len(wanted):
+        raise ValueError(f"sweep.gpus={wanted} lists a GPU twice")
+    unknown = [g for g in wanted if g not in available]
+    if unknown and not available:
+        raise ValueError(
+            f"sweep.gpus={wanted}, but no GPU is visible on this machine "
+            "(CUDA_VISIBLE_DEVICES / nvidia-smi). Leave sweep.gpus unset to run on the "
+            f"CPU, or set {ENV_SIMULATE}=N to simulate N GPUs."
+        )
+    if unknown:
+        raise ValueError(
+            f"sweep.gpus={wanted} names {unknown}, which this machine does not show; "
+            f"visible GPUs: {available}"
+        )
+    return wanted
+
+
+def _trials_at_once(pool: list[str], n_jobs: int | None, cpu_workers: int) -> int:
+    if pool:
+        jobs = len(pool) if n_jobs is None else int(n_jobs)
+        if jobs > len(pool):
+            raise ValueError(
+                f"sweep.n_jobs={jobs}, but the sweep has {len(pool)} GPU(s) ({', '.join(pool)}): "
+                f"trials never share a GPU, so at most {len(pool)} run at once"
+            )
+    else:
+        jobs = int(n_jobs) if n_jobs is not None else int(cpu_workers)
+    if jobs < 1:
+        raise ValueError(f"a sweep needs at least one trial at a time, got n_jobs={jobs}")
+    return jobs
+
+
+def _lock_dir(simulated: bool, sweep_dir: str | None) -> str:
+    if not simulated:
+        return default_lock_dir()
+    if sweep_dir is not None:
+        return os.path.join(sweep_dir, ".gpu_locks")  # pretend GPUs: this sweep's own
+    return os.path.join(tempfile.gettempdir(), f"autotimm-simulated-{os.getpid()}")
 
 
 def plan_devices(
@@ -169,50 +228,15 @@ def plan_devices(
     n_jobs: trials at once (None: one per GPU, or cpu_workers without GPUs).
     simulate_gpus: pretend this many GPUs (trials train on the CPU).
     """
-    wanted = _as_list(gpus)
     simulated = bool(simulate_gpus)
     if simulated:
-        pretend = [str(i) for i in range(int(simulate_gpus))]
-        available = pretend
+        available = [str(i) for i in range(int(simulate_gpus))]
     elif available is None:
         available = visible_gpus()
-    available = list(available)
-    if wanted is None:
-        pool = available
-    else:
-        if len(set(wanted)) != len(wanted):
-            raise ValueError(f"sweep.gpus={wanted} lists a GPU twice")
-        unknown = [g for g in wanted if g not in available]
-        if unknown and not available:
-            raise ValueError(
-                f"sweep.gpus={wanted}, but no GPU is visible on this machine "
-                "(CUDA_VISIBLE_DEVICES / nvidia-smi). Leave sweep.gpus unset to run on the "
-                f"CPU, or set {ENV_SIMULATE}=N to simulate N GPUs."
-            )
-        if unknown:
-            raise ValueError(
-                f"sweep.gpus={wanted} names {unknown}, which this machine does not show; "
-                f"visible GPUs: {available}"
-            )
-        pool = wanted
-    if pool:
-        jobs = len(pool) if n_jobs is None else int(n_jobs)
-        if jobs > len(pool):
-            raise ValueError(
-                f"sweep.n_jobs={jobs}, but the sweep has {len(pool)} GPU(s) ({', '.join(pool)}): "
-                f"trials never share a GPU, so at most {len(pool)} run at once"
-            )
-    else:
-        jobs = int(n_jobs) if n_jobs is not None else int(cpu_workers)
-    if jobs < 1:
-        raise ValueError(f"a sweep needs at least one trial at a time, got n_jobs={jobs}")
+    pool = _gpu_pool(_as_list(gpus), list(available))
+    jobs = _trials_at_once(pool, n_jobs, cpu_workers)
     if pool and lock_dir is None:
-        if not simulated:
-            lock_dir = default_lock_dir()
-        elif sweep_dir is not None:
-            lock_dir = os.path.join(sweep_dir, ".gpu_locks")  # pretend GPUs: this sweep's own
-        else:
-            lock_dir = os.path.join(tempfile.gettempdir(), f"autotimm-simulated-{os.getpid()}")
+        lock_dir = _lock_dir(simulated, sweep_dir)
     threads = max(1, (os.cpu_count() or 1) // jobs)  # the machine's cores, shared evenly
     return DevicePlan(tuple(pool), jobs, simulated, lock_dir if pool else None, JOBLIB, threads)
 
@@ -227,129 +251,6 @@ def export_plan(plan: DevicePlan, environ: MutableMapping[str, str] | None = Non
         environ[ENV_LOCK_DIR] = str(plan.lock_dir)
         if plan.simulated:
             environ[ENV_SIMULATED] = "1"
-
-
-@dataclass
-class Claim:
-    """The GPU this process holds (for its whole life)."""
-
-    gpu: str
-    simulated: bool
-    lock_path: str
-    pid: int
-    claimed_at: float
-    _fd: int = field(repr=False, default=-1)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "gpu": self.gpu,
-            "gpu_simulated": self.simulated,
-            "worker_pid": self.pid,
-            "gpu_claimed_at": self.claimed_at,
-        }
-
-
-_claim: Claim | None = None
-
-
-def current_claim() -> Claim | None:
-    """This process's GPU claim, if it made one."""
-    return _claim if _claim is not None and _claim.pid == os.getpid() else None
-
-
-def _cuda_already_started() -> bool:
-    torch = sys.modules.get("torch")
-    try:
-        return bool(torch is not None and torch.cuda.is_initialized())
-    except Exception:  # pragma: no cover - exotic torch builds
-        return False
-
-
-def _owner(path: str) -> str:
-    try:
-        return Path(path).read_text().strip() or "?"
-    except OSError:
-        return "?"
-
-
-def claim_gpu(
-    environ: MutableMapping[str, str] | None = None,
-    wait_s: float | None = None,
-    poll_s: float = 0.5,
-) -> Claim | None:
-    """Take one GPU of the sweep's pool for this process and pin the process to it.
-
-    A no-op (None) outside a sweep's local trial processes. Idempotent: a reused worker
-    keeps the GPU it took first. Waits while every GPU is held by another process
-    (another sweep on the same machine, say); `wait_s` bounds the wait (TimeoutError).
-    """
-    global _claim
-    environ = os.environ if environ is None else environ
-    pool = [g for g in environ.get(ENV_POOL, "").split(",") if g]
-    if not pool:
-        return None
-    held = current_claim()
-    simulated = environ.get(ENV_SIMULATED) == "1"
-    if held is not None:
-        _pin(held.gpu, simulated, environ)
-        return held
-    if not simulated and _cuda_already_started():
-        raise RuntimeError(
-            "CUDA was initialised in this process before its sweep GPU claim, so it cannot be "
-            "pinned to one GPU; claim_gpu() must run before anything touches CUDA"
-        )
-    import fcntl
-
-    lock_dir = Path(environ.get(ENV_LOCK_DIR) or default_lock_dir())
-    lock_dir.mkdir(parents=True, exist_ok=True)
-    prefix = "simulated-gpu" if simulated else "gpu"
-    started = time.monotonic()
-    last_note = started
-    while True:
-        for gpu in pool:
-            path = str(lock_dir / f"{prefix}{gpu}.lock")
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                continue
-            owner = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
-            os.ftruncate(fd, 0)
-            os.write(fd, json.dumps(owner).encode())
-            _claim = Claim(gpu, simulated, path, os.getpid(), time.time(), fd)
-            _pin(gpu, simulated, environ)
-            log.info("sweep worker %d claimed %sGPU %s", os.getpid(), "simulated " * simulated, gpu)
-            return _claim
-        now = time.monotonic()
-        if wait_s is not None and now - started >= wait_s:
-            owners = {g: _owner(str(lock_dir / f"{prefix}{g}.lock")) for g in pool}
-            raise TimeoutError(
-                f"no free GPU among {pool} after {wait_s:.0f} s; holders: {owners} "
-                f"(lock files in {lock_dir})"
-            )
-        if now - last_note >= 60:
-            log.info("waiting for a free GPU among %s (lock files in %s)", pool, lock_dir)
-            last_note = now
-        time.sleep(poll_s)
-
-
-def _pin(gpu: str, simulated: bool, environ: MutableMapping[str, str]) -> None:
-    if simulated:
-        environ[ENV_SIMULATED_GPU] = gpu
-        environ["CUDA_VISIBLE_DEVICES"] = ""  # a pretend GPU: train on the CPU
-    else:
-        environ.pop(ENV_SIMULATED_GPU, None)
-        environ["CUDA_VISIBLE_DEVICES"] = gpu
-
-
-def release_claim() -> None:
-    """Give the GPU back before the process ends (tests; workers just exit)."""
-    global _claim
-    held = current_claim()
-    if held is not None and held._fd >= 0:
-        os.close(held._fd)  # closing the descriptor drops the flock
-    _claim = None
 
 
 def _class_of(launcher: Any) -> type | None:

@@ -53,7 +53,9 @@ class MetricConfig:
         check_choice(f"{key}.backend", self.backend, BACKENDS)
         if not self.stages or any(s not in STAGES for s in self.stages):
             raise ConfigValueError(
-                f"{key}.stages", self.stages, f"not a non-empty list of {list(STAGES)}"
+                f"{key}.stages",
+                self.stages,
+                f"unknown stage; accepted: a non-empty list of {list(STAGES)}",
             )
         if not (self.log_on_step or self.log_on_epoch):
             raise ConfigValueError(
@@ -71,7 +73,13 @@ class MetricConfig:
             try:
                 return import_object(self.metric_class)
             except ValueError as exc:
-                raise ConfigValueError(key, self.metric_class, str(exc)) from exc
+                reason = exc.__cause__ or exc
+                raise ConfigValueError(
+                    key,
+                    self.metric_class,
+                    f"cannot be imported ({reason}); accepted: a dotted "
+                    "path 'package.module.Class' (or backend='torchmetrics' with a class name)",
+                ) from exc
         import torchmetrics
         import torchmetrics.classification as tmc
 
@@ -103,11 +111,15 @@ class MetricConfig:
             raise ConfigValueError(
                 f"{self.name}.params",
                 self.params,
-                f"{self.metric_class}(**{params}) failed: {exc}; accepted: {sorted(accepted)}",
+                f"{self.metric_class}(**{params}) failed: {exc}; "
+                f"accepted: {sorted(accepted - _NOT_PARAMS)}",
             ) from exc
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+_NOT_PARAMS = {"self", "cls", "args", "kwargs"}
 
 
 def _accepted_params(cls: type) -> set[str]:
@@ -131,9 +143,10 @@ def as_metric_config(value: MetricConfig | dict[str, Any]) -> MetricConfig:
         unknown = sorted(set(fields) - set(accepted))
         missing = [k for k in ("name", "metric_class") if k not in fields]
         if unknown or missing:
-            raise ValueError(
-                f"Bad metric config {value!r}: unknown keys {unknown}, missing {missing}; "
-                f"accepted keys: {accepted}"
+            raise ConfigValueError(
+                str(fields.get("name", "metric")),
+                value,
+                f"unknown keys {unknown}, missing {missing}; accepted keys: {accepted}",
             )
         return MetricConfig(**fields)
     raise ValueError(f"Expected a MetricConfig or dict, got {value!r}")

@@ -1,13 +1,15 @@
-"""Optimizer and scheduler registries: the documented names -> configured objects.
+"""Optimizer and scheduler registries: names -> configured objects.
 
-Optimizers come from timm's factory (`timm.optim.create_optimizer_v2`), which also
-keeps norm and bias parameters out of weight decay and skips frozen parameters.
-Schedulers are torch's (and timm's cosine with restarts), each returned as a
-Lightning scheduler config stepped at the interval it is designed for.
+Optimizers come from timm's registry and factory (`timm.optim.create_optimizer_v2`), which
+also keeps norm and bias parameters out of weight decay and skips frozen parameters.
+Schedulers are torch's (and timm's cosine with restarts), each returned as a Lightning
+scheduler config stepped at the interval it is designed for. The arguments are checked
+once, before anything is built, by `autotimm.optim_check`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,90 +18,34 @@ import torch.nn as nn
 
 from autotimm.utils import import_object, to_plain
 
-# documented name -> timm optimizer name
-OPTIMIZERS: dict[str, str] = {
-    "adamw": "adamw",
-    "adam": "adam",
-    "sgd": "sgd",
-    "rmsprop": "rmsprop",
-    "adagrad": "adagrad",
-    "adamp": "adamp",
-    "sgdp": "sgdp",
-    "adabelief": "adabelief",
-    "radam": "radam",
-    "lamb": "lamb",
-    "lars": "lars",
-    "madgrad": "madgrad",
-    "novograd": "novograd",
-}
+# The names the spec documents (one conf/optimizer file each); timm's registry accepts
+# these and many more, and so does ImageClassifier.
+DOCUMENTED_OPTIMIZERS = (
+    *("adamw", "adam", "sgd", "rmsprop", "adagrad"),
+    *("adamp", "sgdp", "adabelief", "radam", "lamb", "lars", "madgrad", "novograd"),
+)
 # torch has fused CUDA kernels for these; used automatically on a GPU
 _FUSED_CAPABLE = {"adamw", "adam", "sgd"}
 
-SCHEDULERS: tuple[str, ...] = (
-    "cosine",
-    "step",
-    "multistep",
-    "exponential",
-    "onecycle",
-    "plateau",
-    "cosine_with_restarts",
-    "none",
-)
+
+def list_optimizers(include_all: bool = False) -> list[str]:
+    """The documented optimizer names (one conf/optimizer file each); with `include_all`,
+    every name in timm's optimizer registry. ImageClassifier accepts all of timm's names,
+    and the {'class': 'dotted.Path', 'params': {...}} form."""
+    if include_all:
+        from timm.optim import list_optimizers as timm_optimizers
+
+        return list(timm_optimizers())
+    return list(DOCUMENTED_OPTIMIZERS)
 
 
-def list_optimizers() -> list[str]:
-    """Optimizer names ImageClassifier accepts (plus the {'class', 'params'} form)."""
-    return list(OPTIMIZERS)
+def optimizer_class(optimizer: str | dict[str, Any]) -> Any:
+    """The class (or timm's partial) behind an optimizer name or {'class', 'params'}."""
+    from timm.optim import get_optimizer_class
 
-
-def list_schedulers() -> list[str]:
-    """Scheduler names ImageClassifier accepts (plus the {'class', 'params'} form)."""
-    return list(SCHEDULERS)
-
-
-def validate_optimizer(optimizer: str | dict[str, Any]) -> None:
-    """Fail at construction time for unknown names or a dict without 'class'."""
-    _validate_named(optimizer, list_optimizers(), "optimizer")
-
-
-def validate_scheduler(scheduler: str | dict[str, Any] | None) -> None:
-    if scheduler is not None:
-        _validate_named(scheduler, list_schedulers(), "scheduler")
-
-
-def _validate_named(spec: str | dict[str, Any], names: list[str], kind: str) -> None:
-    if not isinstance(spec, str):
-        _validate_custom(spec, kind)
-    elif spec.lower() not in names:
-        raise ValueError(
-            f"Unknown {kind} {spec!r}; accepted: {names} "
-            "or {'class': 'dotted.Path', 'params': {...}}"
-        )
-
-
-def _validate_custom(spec: Any, kind: str) -> None:
-    if not isinstance(spec, dict) or "class" not in spec:
-        raise ValueError(
-            f"A custom {kind} must be a dict with a 'class' key (and optional 'params'), "
-            f"got {spec!r}"
-        )
-    extra = set(spec) - {"class", "params"}
-    if extra:
-        raise ValueError(f"Custom {kind} keys {sorted(extra)} not accepted; use 'class', 'params'")
-    import_object(spec["class"])
-
-
-def validate_optimizer_kwargs(
-    optimizer: str | dict[str, Any], optimizer_kwargs: dict[str, Any] | None
-) -> None:
-    """`lr` and `weight_decay` have their own ImageClassifier arguments."""
-    params = dict(optimizer.get("params") or {}) if isinstance(optimizer, dict) else {}
-    clash = sorted((set(optimizer_kwargs or {}) | set(params)) & {"lr", "weight_decay"})
-    if clash:
-        raise ValueError(
-            f"Optimizer options {clash} must be given as ImageClassifier(lr=..., "
-            "weight_decay=...), not in optimizer_kwargs or the optimizer's 'params'"
-        )
+    if isinstance(optimizer, dict):
+        return import_object(optimizer["class"])
+    return get_optimizer_class(optimizer.lower())
 
 
 def create_optimizer(
@@ -110,7 +56,8 @@ def create_optimizer(
     optimizer_kwargs: dict[str, Any] | None = None,
     allow_fused: bool = False,
 ) -> torch.optim.Optimizer:
-    """Build the optimizer over the trainable parameters of `model`.
+    """Build the optimizer over the trainable parameters of `model` (arguments already
+    checked by `check_optimizer`).
 
     Norm and bias (1-d) parameters and the model's `no_weight_decay()` names get no
     weight decay. `allow_fused` lets adamw/adam/sgd use torch's fused kernels when
@@ -121,7 +68,6 @@ def create_optimizer(
 
     optimizer = to_plain(optimizer)
     kwargs = dict(to_plain(optimizer_kwargs) or {})
-    validate_optimizer_kwargs(optimizer, kwargs)
     if isinstance(optimizer, dict):
         params = {**(optimizer.get("params") or {}), **kwargs}
         cls = import_object(optimizer["class"])
@@ -129,14 +75,22 @@ def create_optimizer(
         groups = param_groups_weight_decay(model, weight_decay, no_weight_decay_list=no_decay)
         return cls(groups, lr=lr, **params)
     name = optimizer.lower()
-    validate_optimizer(name)
     if allow_fused and name in _FUSED_CAPABLE and "fused" not in kwargs and "foreach" not in kwargs:
         trainable = [p for p in model.parameters() if p.requires_grad]
         if trainable and all(p.is_cuda and p.is_floating_point() for p in trainable):
             kwargs["fused"] = True
-    return create_optimizer_v2(
-        model, opt=OPTIMIZERS[name], lr=lr, weight_decay=weight_decay, **kwargs
-    )
+    return create_optimizer_v2(model, opt=name, lr=lr, weight_decay=weight_decay, **kwargs)
+
+
+# ------------------------------------------------------------------------ schedulers
+#
+# Why not timm's `create_scheduler_v2` for all of them: the documented scheduler_kwargs
+# are torch's argument names (T_max, eta_min, step_size, milestones, gamma, max_lr, ...),
+# which it does not take; it has no onecycle or exponential; its multistep counts
+# milestones from 1 (`bisect(t + 1)`), one epoch earlier than torch's; and what Lightning
+# needs on top, the interval (per step or per epoch) and plateau's `monitor` key, is not
+# a scheduler's business. So torch classes and their kwargs stay, sized from the run
+# length; timm's CosineLRScheduler serves cosine_with_restarts, which torch lacks.
 
 
 @dataclass
@@ -148,13 +102,60 @@ class TrainingLength:
     steps_per_epoch: int
 
 
+@dataclass(frozen=True)
+class _TorchScheduler:
+    """A named torch scheduler: class, default interval, kwargs defaults from the run."""
+
+    cls: str
+    interval: str
+    # (length, optimizer, warm-up iterations) -> default kwargs
+    defaults: Callable[[TrainingLength, torch.optim.Optimizer, int], dict[str, Any]]
+
+
+def _milestones(length: TrainingLength, *_: Any) -> dict[str, Any]:
+    epochs = length.max_epochs
+    return {"milestones": sorted({max(1, int(epochs * 0.5)), max(1, int(epochs * 0.75))})}
+
+
+_TORCH_SCHEDULERS: dict[str, _TorchScheduler] = {
+    "cosine": _TorchScheduler(
+        "CosineAnnealingLR", "step", lambda n, o, warm: {"T_max": max(1, n.total_steps - warm)}
+    ),
+    # default: three decays over the run (x0.1 each), like the classic ImageNet recipe
+    "step": _TorchScheduler(
+        "StepLR", "epoch", lambda n, *_: {"step_size": max(1, n.max_epochs // 3)}
+    ),
+    "multistep": _TorchScheduler("MultiStepLR", "epoch", _milestones),
+    "exponential": _TorchScheduler("ExponentialLR", "epoch", lambda *_: {"gamma": 0.95}),
+    "onecycle": _TorchScheduler(
+        "OneCycleLR",
+        "step",
+        lambda n, o, _: {
+            "max_lr": [g["lr"] for g in o.param_groups],
+            "total_steps": max(1, n.total_steps),
+        },
+    ),
+}
+# scheduler 'none' with warmup_epochs: the warm-up, then the constant lr
+_CONSTANT = _TorchScheduler("ConstantLR", "epoch", lambda *_: {"factor": 1.0, "total_iters": 0})
+# onecycle warms up through pct_start; plateau reacts to a metric
+_NO_WARMUP = ("plateau", "onecycle")
+SCHEDULERS: tuple[str, ...] = (*_TORCH_SCHEDULERS, "plateau", "cosine_with_restarts", "none")
+
+
+def list_schedulers() -> list[str]:
+    """Scheduler names ImageClassifier accepts (plus the {'class', 'params'} form)."""
+    return list(SCHEDULERS)
+
+
 def create_scheduler(
     scheduler: str | dict[str, Any] | None,
     optimizer: torch.optim.Optimizer,
     length: TrainingLength | None,
     scheduler_kwargs: dict[str, Any] | None = None,
 ) -> dict[str, Any] | None:
-    """Return a Lightning lr-scheduler config dict, or None for no scheduler.
+    """Return a Lightning lr-scheduler config dict, or None for no scheduler (arguments
+    already checked by `check_scheduler`).
 
     `warmup_epochs` in `scheduler_kwargs` adds a linear warm-up (for every scheduler
     but plateau and onecycle, which has its own `pct_start`). `length` (the run length
@@ -168,35 +169,45 @@ def create_scheduler(
     warmup_epochs = int(kwargs.pop("warmup_epochs", 0) or 0)
     interval = kwargs.pop("interval", None)
     if interval not in (None, "step", "epoch"):
-        raise ValueError(f"scheduler interval {interval!r} not accepted; use 'step' or 'epoch'")
-    if scheduler is None:
-        scheduler = "none"
+        raise ValueError(f"interval={interval!r}: accepted: ['step', 'epoch']")
     if isinstance(scheduler, dict):
-        if warmup_epochs:
-            raise ValueError(
-                "warmup_epochs works with the named schedulers only; for a custom "
-                f"{scheduler.get('class')!r} build the warm-up into it (e.g. SequentialLR)"
-            )
-        params = {**(scheduler.get("params") or {}), **kwargs}
-        monitor = params.pop("monitor", "val/loss")
-        cls = import_object(scheduler["class"])
-        sched = cls(optimizer, **params)
-        config = {"scheduler": sched, "interval": interval or "epoch"}
-        if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            config["monitor"] = monitor
-        return config
-    name = scheduler.lower()
-    validate_scheduler(name)
-    if warmup_epochs and name in ("plateau", "onecycle"):
-        raise ValueError(
-            f"warmup_epochs is not supported with scheduler {name!r} "
-            "(onecycle warms up through pct_start); use it with "
-            f"{[s for s in SCHEDULERS if s not in ('plateau', 'onecycle')]}"
-        )
-    if length is None and name != "none":
+        return _custom(scheduler, optimizer, kwargs, warmup_epochs, interval)
+    name = (scheduler or "none").lower()
+    if warmup_epochs and name in _NO_WARMUP:
+        usable = [s for s in SCHEDULERS if s not in _NO_WARMUP]
+        raise ValueError(f"warmup_epochs does not work with {name!r}; use it with {usable}")
+    if name == "none":
+        if kwargs:
+            raise ValueError(f"scheduler 'none' takes no scheduler_kwargs, got {sorted(kwargs)}")
+        if not warmup_epochs:
+            return None
+        return _torch(_CONSTANT, optimizer, length, {}, warmup_epochs, interval)
+    if length is None:
         raise ValueError(f"scheduler {name!r} needs the run length (TrainingLength)")
-    builder = _BUILDERS[name]
-    return builder(optimizer, length, kwargs, warmup_epochs, interval)
+    if name == "plateau":
+        return _plateau(optimizer, kwargs, interval)
+    if name == "cosine_with_restarts":
+        return _cosine_with_restarts(optimizer, length, kwargs, warmup_epochs, interval)
+    return _torch(_TORCH_SCHEDULERS[name], optimizer, length, kwargs, warmup_epochs, interval)
+
+
+def _torch(
+    spec: _TorchScheduler,
+    optimizer: torch.optim.Optimizer,
+    length: TrainingLength | None,
+    kwargs: dict[str, Any],
+    warmup_epochs: int,
+    interval: str | None,
+) -> dict[str, Any]:
+    import torch.optim.lr_scheduler as lr_scheduler
+
+    # the warm-up counts in the scheduler's own steps: optimizer steps or epochs
+    warmup = warmup_epochs * (length.steps_per_epoch if spec.interval == "step" else 1)
+    main = getattr(lr_scheduler, spec.cls)(
+        optimizer, **{**spec.defaults(length, optimizer, warmup), **kwargs}
+    )
+    sched = _with_warmup(optimizer, main, warmup)
+    return {"scheduler": sched, "interval": interval or spec.interval, "frequency": 1}
 
 
 def _with_warmup(
@@ -213,57 +224,12 @@ def _with_warmup(
     return SequentialLR(optimizer, [warmup, main], milestones=[warmup_iters])
 
 
-def _epoch_config(sched: Any, interval: str | None) -> dict[str, Any]:
-    return {"scheduler": sched, "interval": interval or "epoch", "frequency": 1}
-
-
-def _cosine(optimizer, length, kwargs, warmup_epochs, interval):
-    from torch.optim.lr_scheduler import CosineAnnealingLR
-
-    warmup = warmup_epochs * length.steps_per_epoch
-    kwargs.setdefault("T_max", max(1, length.total_steps - warmup))
-    main = CosineAnnealingLR(optimizer, **kwargs)
-    return {"scheduler": _with_warmup(optimizer, main, warmup), "interval": interval or "step"}
-
-
-def _step(optimizer, length, kwargs, warmup_epochs, interval):
-    from torch.optim.lr_scheduler import StepLR
-
-    # default: three decays over the run (x0.1 each), like the classic ImageNet recipe
-    kwargs.setdefault("step_size", max(1, length.max_epochs // 3))
-    main = StepLR(optimizer, **kwargs)
-    return _epoch_config(_with_warmup(optimizer, main, warmup_epochs), interval)
-
-
-def _multistep(optimizer, length, kwargs, warmup_epochs, interval):
-    from torch.optim.lr_scheduler import MultiStepLR
-
-    epochs = length.max_epochs
-    kwargs.setdefault("milestones", sorted({max(1, int(epochs * 0.5)), max(1, int(epochs * 0.75))}))
-    main = MultiStepLR(optimizer, **kwargs)
-    return _epoch_config(_with_warmup(optimizer, main, warmup_epochs), interval)
-
-
-def _exponential(optimizer, length, kwargs, warmup_epochs, interval):
-    from torch.optim.lr_scheduler import ExponentialLR
-
-    kwargs.setdefault("gamma", 0.95)
-    main = ExponentialLR(optimizer, **kwargs)
-    return _epoch_config(_with_warmup(optimizer, main, warmup_epochs), interval)
-
-
-def _onecycle(optimizer, length, kwargs, warmup_epochs, interval):
-    from torch.optim.lr_scheduler import OneCycleLR
-
-    kwargs.setdefault("max_lr", [g["lr"] for g in optimizer.param_groups])
-    kwargs.setdefault("total_steps", max(1, length.total_steps))
-    return {"scheduler": OneCycleLR(optimizer, **kwargs), "interval": interval or "step"}
-
-
-def _plateau(optimizer, length, kwargs, warmup_epochs, interval):
+def _plateau(
+    optimizer: torch.optim.Optimizer, kwargs: dict[str, Any], interval: str | None
+) -> dict[str, Any]:
     from torch.optim.lr_scheduler import ReduceLROnPlateau
 
-    # `monitor` is Lightning's key, not a ReduceLROnPlateau argument
+    # `monitor` is Lightning's key (the metric it passes to step()), not a torch argument
     monitor = kwargs.pop("monitor", "val/loss")
     kwargs.setdefault("mode", "min" if monitor.endswith("loss") else "max")
     kwargs.setdefault("patience", 2)
@@ -275,7 +241,13 @@ def _plateau(optimizer, length, kwargs, warmup_epochs, interval):
     }
 
 
-def _cosine_with_restarts(optimizer, length, kwargs, warmup_epochs, interval):
+def _cosine_with_restarts(
+    optimizer: torch.optim.Optimizer,
+    length: TrainingLength,
+    kwargs: dict[str, Any],
+    warmup_epochs: int,
+    interval: str | None,
+) -> dict[str, Any]:
     from timm.scheduler import CosineLRScheduler
 
     # `t_initial` and `warmup_t` are given in epochs (timm's convention) but the
@@ -298,48 +270,38 @@ def _cosine_with_restarts(optimizer, length, kwargs, warmup_epochs, interval):
     return {"scheduler": sched, "interval": interval or "step", "frequency": 1}
 
 
-def _none(optimizer, length, kwargs, warmup_epochs, interval):
-    if kwargs:
-        raise ValueError(f"scheduler 'none' takes no scheduler_kwargs, got {sorted(kwargs)}")
-    if not warmup_epochs:
-        return None
-    from torch.optim.lr_scheduler import ConstantLR
-
-    main = ConstantLR(optimizer, factor=1.0, total_iters=0)
-    return _epoch_config(_with_warmup(optimizer, main, warmup_epochs), interval)
-
-
-_BUILDERS = {
-    "cosine": _cosine,
-    "step": _step,
-    "multistep": _multistep,
-    "exponential": _exponential,
-    "onecycle": _onecycle,
-    "plateau": _plateau,
-    "cosine_with_restarts": _cosine_with_restarts,
-    "none": _none,
-}
-
-
-def dry_run_optimization(
-    optimizer: str | dict[str, Any],
-    optimizer_kwargs: dict[str, Any] | None,
-    scheduler: str | dict[str, Any] | None,
-    scheduler_kwargs: dict[str, Any] | None,
-    lr: float,
-) -> None:
-    """Build the optimizer and scheduler once on a tiny stand-in model so bad kwargs
-    fail at construction (ValueError naming them), not after the first epoch."""
-    probe = nn.Linear(2, 2)
-    try:
-        opt = create_optimizer(probe, optimizer, lr, 0.0, optimizer_kwargs)
-    except (TypeError, ValueError) as exc:
+def _custom(
+    spec: dict[str, Any],
+    optimizer: torch.optim.Optimizer,
+    kwargs: dict[str, Any],
+    warmup_epochs: int,
+    interval: str | None,
+) -> dict[str, Any]:
+    if warmup_epochs:
         raise ValueError(
-            f"optimizer {optimizer!r} rejected optimizer_kwargs {optimizer_kwargs!r}: {exc}"
-        ) from exc
-    try:
-        create_scheduler(scheduler, opt, TrainingLength(100, 10, 10), scheduler_kwargs)
-    except (TypeError, ValueError, KeyError) as exc:
-        raise ValueError(
-            f"scheduler {scheduler!r} rejected scheduler_kwargs {scheduler_kwargs!r}: {exc}"
-        ) from exc
+            "warmup_epochs works with the named schedulers only; for a custom "
+            f"{spec.get('class')!r} build the warm-up into it (e.g. SequentialLR)"
+        )
+    params = {**(spec.get("params") or {}), **kwargs}
+    monitor = params.pop("monitor", "val/loss")
+    sched = import_object(spec["class"])(optimizer, **params)
+    config = {"scheduler": sched, "interval": interval or "epoch"}
+    if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        config["monitor"] = monitor
+    return config
+
+
+def scheduler_class(scheduler: str | dict[str, Any] | None) -> Any:
+    """The class behind a scheduler name or {'class', 'params'} (None for 'none')."""
+    import torch.optim.lr_scheduler as lr_scheduler
+
+    if isinstance(scheduler, dict):
+        return import_object(scheduler["class"])
+    name = (scheduler or "none").lower()
+    if name in _TORCH_SCHEDULERS:
+        return getattr(lr_scheduler, _TORCH_SCHEDULERS[name].cls)
+    if name == "cosine_with_restarts":
+        from timm.scheduler import CosineLRScheduler
+
+        return CosineLRScheduler
+    return lr_scheduler.ReduceLROnPlateau if name == "plateau" else None

@@ -281,35 +281,37 @@ def test_claim_is_kept_per_process_and_simulation_pins_the_cpu(tmp_path):
 def test_interrupted_trials_are_failed_and_run_again(tmp_path):
     import optuna
 
-    from autotimm.sweep import study as study_mod
+    from autotimm.sweep import recovery
+    from autotimm.sweep import trials as trials_mod
+    from autotimm.sweep.storage import absolute_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = study_mod.absolute_storage(f"sqlite:///{tmp_path / 'sub' / 'study.db'}")
+    storage = absolute_storage(f"sqlite:///{tmp_path / 'sub' / 'study.db'}")
     study = optuna.create_study(study_name="s", storage=storage, direction="maximize")
     done = study.ask({"x": optuna.distributions.UniformDistribution(0, 1)})
     study.tell(done, 0.5)
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     orphan = study.ask({"x": optuna.distributions.UniformDistribution(0, 1)})
-    orphan.set_user_attr(study_mod.ATTR_HOST, __import__("socket").gethostname())
-    orphan.set_user_attr(study_mod.ATTR_PID, dead.pid)
+    orphan.set_user_attr(trials_mod.ATTR_HOST, __import__("socket").gethostname())
+    orphan.set_user_attr(trials_mod.ATTR_PID, dead.pid)
     alive = study.ask({"x": optuna.distributions.UniformDistribution(0, 1)})
-    alive.set_user_attr(study_mod.ATTR_HOST, "another-machine")
-    alive.set_user_attr(study_mod.ATTR_PID, 1)
-    alive.set_user_attr(study_mod.ATTR_HEARTBEAT, time.time())
+    alive.set_user_attr(trials_mod.ATTR_HOST, "another-machine")
+    alive.set_user_attr(trials_mod.ATTR_PID, 1)
+    alive.set_user_attr(trials_mod.ATTR_HEARTBEAT, time.time())
 
-    assert study_mod.recover_interrupted(study) == [orphan.number]
+    assert recovery.recover_interrupted(study) == [orphan.number]
     trials = study.get_trials()
     assert trials[orphan.number].state == optuna.trial.TrialState.FAIL
     assert trials[orphan.number].user_attrs["interrupted"] is True
     assert trials[alive.number].state == optuna.trial.TrialState.RUNNING  # still beating
     queued = [t for t in trials if t.state == optuna.trial.TrialState.WAITING]
     assert len(queued) == 1 and queued[0].system_attrs["fixed_params"] == orphan.params
-    counts = study_mod.count_trials(trials)
+    counts = trials_mod.count_trials(trials)
     assert (counts.finished, counts.interrupted, counts.running) == (1, 1, 1)
     stale = trials[alive.number]
-    stale.user_attrs[study_mod.ATTR_HEARTBEAT] = time.time() - 2 * study_mod.STALE_AFTER_S
-    assert study_mod.is_stale(stale)
+    stale.user_attrs[trials_mod.ATTR_HEARTBEAT] = time.time() - 2 * recovery.STALE_AFTER_S
+    assert recovery.is_stale(stale)
 
 
 def test_nonfinite_loss_stops_training():

@@ -107,9 +107,13 @@ def attribute_problems() -> list[str]:
     problems = []
     if "_return_value" not in {f.name for f in dataclasses.fields(JobReturn)}:
         problems.append("hydra.core.utils.JobReturn: no _return_value field")
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study()
-    trial = study.ask()
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "new study created" in the log
+    try:
+        study = optuna.create_study()
+        trial = study.ask()
+    finally:
+        optuna.logging.set_verbosity(verbosity)
     checks = {
         "optuna.Study._storage": hasattr(study, "_storage"),
         "optuna.Trial._trial_id": hasattr(trial, "_trial_id"),
@@ -164,7 +168,10 @@ def job_error(ret: Any) -> BaseException | None:
     """
     from hydra.core.utils import JobStatus
 
-    return None if ret.status == JobStatus.COMPLETED else ret._return_value
+    if ret.status == JobStatus.COMPLETED:
+        return None
+    error = ret._return_value
+    return error if isinstance(error, BaseException) else RuntimeError(f"job failed: {error!r}")
 
 
 def let_job_pass(ret: Any) -> None:

@@ -10,18 +10,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hydra._internal.core_plugins import file_config_source
 from hydra.core.config_search_path import ConfigSearchPath
 from hydra.core.object_type import ObjectType
 from hydra.plugins.config_source import ConfigLoadError, ConfigResult
 from hydra.plugins.search_path_plugin import SearchPathPlugin
+
+# light: the adapter imports Hydra's file config source, nothing of optuna
+from autotimm.sweep.plugin_api import file_config_source_class
 
 GROUP = "sweeps"
 # <checkout>/hydra_plugins/autotimm_sweeps/search_path.py -> <checkout>
 CHECKOUT = Path(__file__).resolve().parents[2]
 
 
-class SweepsConfigSource(file_config_source.FileConfigSource):
+class SweepsConfigSource(file_config_source_class()):  # type: ignore[misc]
     """A folder whose only config group is `sweeps` (the rest of the folder stays hidden)."""
 
     @staticmethod

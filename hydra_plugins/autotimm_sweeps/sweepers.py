@@ -2,11 +2,13 @@
 
 - AutotimmOptunaSweeper: hydra-optuna-sweeper's Optuna sweeper with autotimm's study
   handling (autotimm.sweep.study: continue up to n_trials, resume, failures, one trial
-  per GPU, no batch waits).
+  per GPU, no batch waits); its schema is in config.py.
 - AutotimmBasicSweeper: Hydra's basic (grid) sweeper, with one trial per GPU and a
   summary of failed runs instead of stopping at the first one.
 
-Heavy imports (optuna, the study code) happen when a sweep starts, not at plugin discovery.
+Both take their device plan (trials at once, GPUs) from autotimm.devices, and reach
+Hydra's internals only through autotimm.sweep.plugin_api. Heavy imports (optuna, the
+study code) happen when a sweep starts, not at plugin discovery.
 """
 
 from __future__ import annotations
@@ -14,45 +16,23 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from hydra._internal.core_plugins import basic_sweeper
-from hydra.core.utils import JobStatus
 from hydra.plugins import sweeper as sweeper_plugin
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig
+
+from autotimm.sweep import plugin_api
 
 log = logging.getLogger(__name__)
 
 
 class AutotimmOptunaSweeper(sweeper_plugin.Sweeper):
-    """Same configuration as hydra-optuna-sweeper's `optuna` sweeper."""
+    """hydra-optuna-sweeper's `optuna` sweeper configuration, less n_jobs (see config.py)."""
 
-    def __init__(
-        self,
-        sampler: Any,
-        direction: Any,
-        storage: Any | None,
-        study_name: str | None,
-        n_trials: int,
-        n_jobs: int,
-        max_failure_rate: float,
-        search_space: DictConfig | None,
-        custom_search_space: str | None,
-        params: DictConfig | None,
-    ) -> None:
+    def __init__(self, **settings: Any) -> None:
+        """The keys of AutotimmOptunaSweeperConf (config.py), as StudySweeper takes them."""
         from autotimm.sweep.study import StudySweeper
 
-        self.sweeper = StudySweeper(
-            sampler,
-            direction,
-            storage,
-            study_name,
-            n_trials,
-            n_jobs,
-            max_failure_rate,
-            search_space,
-            custom_search_space,
-            params,
-        )
+        self.sweeper = StudySweeper(**settings)
 
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
@@ -63,7 +43,7 @@ class AutotimmOptunaSweeper(sweeper_plugin.Sweeper):
         return self.sweeper.sweep(arguments)
 
 
-class AutotimmBasicSweeper(basic_sweeper.BasicSweeper):
+class AutotimmBasicSweeper(plugin_api.basic_sweeper_class()):  # type: ignore[misc]
     """Hydra's basic sweeper: one trial per GPU, and every run of the grid goes ahead."""
 
     def setup(
@@ -71,15 +51,12 @@ class AutotimmBasicSweeper(basic_sweeper.BasicSweeper):
     ) -> None:
         from autotimm.devices import plan_for_sweep
 
-        plan = plan_for_sweep(config)
-        if OmegaConf.select(config, "hydra.launcher.n_jobs") is not None:
-            with open_dict(config):
-                config.hydra.launcher.n_jobs = plan.n_jobs
+        plan = plan_for_sweep(config)  # before the launcher reads n_jobs
         log.info("Grid sweep: %s", plan.describe())
         super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
 
     def sweep(self, arguments: list[str]) -> Any:
-        from autotimm.run_wrapper import failure_reason
+        from autotimm.outcome import failure_reason
 
         launcher = self.launcher
         failures: list[str] = []
@@ -91,13 +68,11 @@ class AutotimmBasicSweeper(basic_sweeper.BasicSweeper):
                 returns = launcher.launch(job_overrides, initial_job_idx=initial_job_idx)
                 varying = _varying(job_overrides)
                 for ret in returns:
-                    if ret.status == JobStatus.FAILED:
+                    error = plugin_api.job_error(ret)
+                    if error is not None:
                         cell = " ".join(o for o in ret.overrides or [] if o in varying)
-                        failures.append(
-                            f"{cell or ret.overrides}: {failure_reason(ret._return_value)}"
-                        )
-                        ret.status = JobStatus.COMPLETED  # the grid goes on
-                        ret._return_value = None
+                        failures.append(f"{cell or ret.overrides}: {failure_reason(error)}")
+                        plugin_api.let_job_pass(ret)  # the grid goes on
                 return returns
 
         self.launcher = _Collecting()

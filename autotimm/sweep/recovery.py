@@ -1,0 +1,127 @@
+"""A killed sweep's trials: recognised on the next run, failed as "interrupted", run again.
+
+Every trial a sweep starts carries its host, process id and a heartbeat (refreshed by a
+thread while it runs). A RUNNING trial whose sweep process is gone (same host) or whose
+heartbeat stopped (any host: sweeps driven from other machines) was interrupted: the next
+sweep on the study marks it failed with `interrupted` set and queues its values again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from autotimm.sweep import plugin_api
+from autotimm.sweep.trials import (
+    ATTR_FAILURE,
+    ATTR_HEARTBEAT,
+    ATTR_HOST,
+    ATTR_INTERRUPTED,
+    ATTR_PID,
+    ATTR_RUN_DIR,
+)
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_S = 60.0  # sweeps record a heartbeat on their running trials this often
+STALE_AFTER_S = 600.0  # a RUNNING trial with no heartbeat for this long was interrupted
+INTERRUPTED = "interrupted: the sweep process ended while this trial ran (killed or crashed)"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def is_stale(trial: FrozenTrial, now: float | None = None, host: str | None = None) -> bool:
+    """A RUNNING trial whose sweep process is gone (this host) or silent (any host)."""
+    if trial.state != TrialState.RUNNING:
+        return False
+    attrs = trial.user_attrs
+    if ATTR_PID not in attrs:
+        return False  # not started by an autotimm sweep: leave it alone
+    host = socket.gethostname() if host is None else host
+    if attrs.get(ATTR_HOST) == host and not _pid_alive(int(attrs[ATTR_PID])):
+        return True
+    beat = attrs.get(ATTR_HEARTBEAT)
+    now = time.time() if now is None else now
+    return beat is not None and now - float(beat) > STALE_AFTER_S
+
+
+def recover_interrupted(study: optuna.Study) -> list[int]:
+    """Mark trials of dead sweep processes failed ("interrupted") and queue their values again."""
+    recovered = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if not is_stale(trial):
+            continue
+        attrs = {ATTR_FAILURE: INTERRUPTED, ATTR_INTERRUPTED: True}
+        if not plugin_api.fail_trial(study, trial, attrs):
+            continue  # finished meanwhile, or another sweep process recovered it first
+        if trial.params:
+            with warnings.catch_warnings():  # enqueue_trial is "experimental" in optuna 2.x
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                study.enqueue_trial(dict(trial.params))
+        recovered.append(trial.number)
+    if recovered:
+        log.warning(
+            "Trial(s) %s were interrupted by an earlier sweep that stopped; they are marked "
+            "failed (interrupted) and their values run again",
+            ", ".join(map(str, recovered)),
+        )
+    return recovered
+
+
+class Heartbeat:
+    """Record a heartbeat on running trials, so other sweep processes can tell they live."""
+
+    def __init__(self, interval: float = HEARTBEAT_S) -> None:
+        self.interval = interval
+        self.trials: dict[int, optuna.Trial] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sweep-heartbeat", daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def start(self, trial: optuna.Trial, run_dir: Path) -> None:
+        """Mark the trial as this process's (host, pid, heartbeat, run dir) and keep it beating."""
+        trial.set_user_attr(ATTR_HOST, socket.gethostname())
+        trial.set_user_attr(ATTR_PID, os.getpid())
+        trial.set_user_attr(ATTR_HEARTBEAT, time.time())
+        trial.set_user_attr(ATTR_RUN_DIR, str(run_dir))
+        with self._lock:
+            self.trials[trial.number] = trial
+
+    def remove(self, trial: optuna.Trial) -> None:
+        with self._lock:
+            self.trials.pop(trial.number, None)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            with self._lock:
+                trials = list(self.trials.values())
+            for trial in trials:
+                try:
+                    trial.set_user_attr(ATTR_HEARTBEAT, time.time())
+                except Exception:  # finished meanwhile, or the DB is busy: next beat
+                    pass

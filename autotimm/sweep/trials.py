@@ -1,0 +1,131 @@
+"""What a sweep records about its trials in the Optuna study, and the failure policy.
+
+Trial user attributes (the names below), counting trials against `n_trials`, a finished
+trial's value or failure reason, and when too many failures stop the sweep.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from optuna import Study
+from optuna.trial import FrozenTrial, TrialState
+
+from autotimm.outcome import failure_reason
+from autotimm.results import RecordError, read_record
+from autotimm.sweep import plugin_api
+
+MIN_TRIALS_FOR_RATE = 3  # max_failure_rate is judged once this many trials finished
+
+# trial user attributes
+ATTR_HOST, ATTR_PID, ATTR_HEARTBEAT = "sweep_host", "sweep_pid", "sweep_heartbeat"
+ATTR_FAILURE, ATTR_INTERRUPTED, ATTR_RUN_DIR = "failure", "interrupted", "run_dir"
+ATTR_FIXED = "fixed_overrides"  # the sweep's fixed values, to warn when a rerun changes them
+
+
+class SweepFailedError(RuntimeError):
+    """Too many trials failed (more than max_failure_rate of the finished ones)."""
+
+
+def trial_dir_name(number: int) -> str:
+    return f"trial_{number:04d}"
+
+
+@dataclass
+class StudyCounts:
+    complete: int = 0
+    pruned: int = 0
+    failed: int = 0  # genuine failures (not interruptions)
+    interrupted: int = 0
+    running: int = 0
+    waiting: int = 0
+
+    @property
+    def finished(self) -> int:
+        """Trials that count against n_trials."""
+        return self.complete + self.pruned + self.failed
+
+
+def count_trials(trials: Sequence[FrozenTrial]) -> StudyCounts:
+    counts = StudyCounts()
+    for trial in trials:
+        if trial.state == TrialState.COMPLETE:
+            counts.complete += 1
+        elif trial.state == TrialState.PRUNED:
+            counts.pruned += 1
+        elif trial.state == TrialState.FAIL:
+            if trial.user_attrs.get(ATTR_INTERRUPTED):
+                counts.interrupted += 1
+            else:
+                counts.failed += 1
+        elif trial.state == TrialState.RUNNING:
+            counts.running += 1
+        elif trial.state == TrialState.WAITING:
+            counts.waiting += 1
+    return counts
+
+
+def failures(study: Study) -> list[tuple[int, dict[str, Any], str]]:
+    """(number, values, reason) of every failed or interrupted trial."""
+    return [
+        (t.number, dict(t.params), str(t.user_attrs.get(ATTR_FAILURE, "unknown")))
+        for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+    ]
+
+
+def listed(found: list[tuple[int, dict[str, Any], str]]) -> str:
+    return "; ".join(f"trial {number}: {reason}" for number, _, reason in found)
+
+
+def trial_value(
+    ret: Any, error: BaseException | None, run_dir: str
+) -> tuple[float | None, str | None]:
+    """(objective value, None) of a completed trial, else (None, why it failed).
+
+    `ret` is the job's JobReturn, or None when the launch itself failed (a worker process
+    died): then the trial's own record says how far it got.
+    """
+    if ret is not None:
+        failed = plugin_api.job_error(ret)
+        if failed is not None:
+            return None, failure_reason(failed)
+        try:
+            value = float(ret.return_value)
+        except (TypeError, ValueError):
+            return None, f"the run returned {ret.return_value!r}, not an objective value"
+        if not math.isfinite(value):
+            return None, f"the objective is {value}"
+        return value, None
+    try:
+        record = read_record(run_dir)
+    except RecordError:
+        record = None
+    if record is not None and record.status == "completed" and record.objective_value is not None:
+        return float(record.objective_value), None
+    reason = (record.failure if record else None) or failure_reason(error or RuntimeError("?"))
+    return None, f"trial process died: {reason}"
+
+
+def failure_rate_exceeded(
+    study: Study, max_failure_rate: float, n_trials: int
+) -> SweepFailedError | None:
+    """The error that stops the sweep, once more than max_failure_rate of its trials failed.
+
+    max_failure_rate=0 stops at the first failure; otherwise the rate is judged once
+    MIN_TRIALS_FOR_RATE trials (or all n_trials) finished.
+    """
+    counts = count_trials(study.get_trials(deepcopy=False))
+    if counts.failed == 0:
+        return None
+    finished = counts.finished
+    rate = counts.failed / max(1, finished)
+    judged = finished >= min(MIN_TRIALS_FOR_RATE, n_trials)
+    if max_failure_rate == 0.0 or (judged and rate > max_failure_rate):
+        return SweepFailedError(
+            f"sweep stopped: {counts.failed} of {finished} finished trials failed "
+            f"(max_failure_rate={max_failure_rate}); " + listed(failures(study)[-5:])
+        )
+    return None

@@ -1,0 +1,265 @@
+"""Config validation on one path: every bad value of every group fails when its own node
+is instantiated (autotimm.config_nodes.validate_groups), before any data loads, with one
+short message naming the value and the accepted ones."""
+
+from __future__ import annotations
+
+import pytest
+from hydra.utils import instantiate
+
+from autotimm.checks import ConfigValueError
+from autotimm.config_nodes import validate_groups
+from tests.conftest import ROOT, run_train
+
+# data that would fail loudly (with a data error naming this path) if it were ever read
+NO_DATA = ["print_config=false", "data=image_folder", "data.root=/nonexistent/autotimm-data"]
+
+# id -> (overrides, fragments the message must contain: the key=value and the accepted ones)
+BAD_VALUES = {
+    "optimizer-lr": (["optimizer.lr=-0.1"], ["optimizer.lr=-0.1", "must be > 0"]),
+    "optimizer-weight-decay": (
+        ["optimizer.weight_decay=-1"],
+        ["optimizer.weight_decay=-1", "must be >= 0"],
+    ),
+    "optimizer-name": (
+        ["optimizer.name=lamb2"],
+        ["optimizer.name='lamb2'", "close matches: lamb", "accepted:", "'adamw'", "'sgd'"],
+    ),
+    "optimizer-custom-class": (
+        ["optimizer.name={class: torch.optim.NoSuchOpt}"],
+        ["optimizer.name=", "torch.optim.NoSuchOpt", "cannot be imported"],
+    ),
+    "optimizer-kwargs": (
+        ["+optimizer.kwargs.bogus=1"],
+        ["optimizer.kwargs={'bogus': 1}", "bogus", "accepted:", "'betas'", "'eps'"],
+    ),
+    "optimizer-kwargs-lr": (
+        ["+optimizer.kwargs.lr=0.1"],
+        ["optimizer.kwargs={'lr': 0.1}", "sets ['lr']", "own keys (lr, weight_decay)"],
+    ),
+    "optimizer-unknown-key": (
+        ["+optimizer.bogus=1"],
+        ["optimizer.bogus=1", "unknown key", "'lr'", "'weight_decay'", "'kwargs'"],
+    ),
+    "scheduler-name": (
+        ["scheduler.name=cosinus"],
+        ["scheduler.name='cosinus'", "close matches: cosine", "'plateau'", "'onecycle'"],
+    ),
+    "scheduler-kwargs": (
+        ["scheduler=step", "+scheduler.kwargs.bogus=1"],
+        ["scheduler.kwargs=", "'bogus'", "accepted:", "'step_size'", "'warmup_epochs'"],
+    ),
+    "scheduler-interval": (
+        ["+scheduler.kwargs.interval=hour"],
+        ["scheduler.kwargs={'interval': 'hour'}", "['step', 'epoch']"],
+    ),
+    "scheduler-warmup-plateau": (
+        ["scheduler=plateau", "+scheduler.kwargs.warmup_epochs=1"],
+        ["scheduler.kwargs=", "'warmup_epochs': 1", "'plateau'", "'cosine'"],
+    ),
+    "scheduler-with-optimizer": (
+        ["optimizer=adagrad", "scheduler=onecycle"],
+        ["scheduler.kwargs={'pct_start': 0.25}", "Adagrad", "momentum"],
+    ),
+    "backbone-model-name": (
+        ["backbone.model_name=resnet5O"],
+        ["backbone.model_name='resnet5O'", "not a timm model", "resnet50", "list_backbones"],
+    ),
+    "backbone-unknown-key": (
+        ["+backbone.bogus=1"],
+        ["backbone.bogus=1", "unknown key", "'model_name'", "'drop_path_rate'"],
+    ),
+    "backbone-drop-rate": (["backbone.drop_rate=1.0"], ["backbone.drop_rate=1.0", "[0, 1)"]),
+    "regularization-drop-path-rate": (
+        ["regularization.drop_path_rate=1.5"],
+        ["regularization.drop_path_rate=1.5", "must be in [0, 1)"],
+    ),
+    "regularization-label-smoothing": (
+        ["regularization.label_smoothing=1.0"],
+        ["regularization.label_smoothing=1.0", "[0, 1)"],
+    ),
+    "regularization-mixup": (
+        ["regularization.mixup_alpha=-0.2"],
+        ["regularization.mixup_alpha=-0.2", ">= 0"],
+    ),
+    "regularization-cutmix": (
+        ["regularization.cutmix_alpha=-1"],
+        ["regularization.cutmix_alpha=-1", ">= 0"],
+    ),
+    "regularization-head-dropout": (
+        ["regularization.head_dropout=1.0"],
+        ["regularization.head_dropout=1.0", "[0, 1)"],
+    ),
+    "regularization-not-a-number": (
+        ["regularization.label_smoothing=lots"],
+        ["regularization.label_smoothing='lots'", "must be a number"],
+    ),
+    "metric-class": (
+        ["metrics.accuracy.metric_class=Acuracy"],
+        ["metrics.accuracy.metric_class='Acuracy'", "close matches: Accuracy", "custom"],
+    ),
+    "metric-backend": (
+        ["++metrics.accuracy.backend=tm"],
+        ["metrics.accuracy.backend='tm'", "['torchmetrics', 'custom']"],
+    ),
+    "metric-stage": (
+        ["metrics.accuracy.stages=[training]"],
+        ["metrics.accuracy.stages=['training']", "['train', 'val', 'test']"],
+    ),
+    "metric-preds": (
+        ["++metrics.accuracy.preds=odds"],
+        ["metrics.accuracy.preds='odds'", "['probs', 'logits', 'labels']"],
+    ),
+    "metric-never-logged": (
+        ["++metrics.accuracy.log_on_epoch=false"],
+        ["metrics.accuracy.log_on_epoch=False", "never be logged"],
+    ),
+    "metric-params": (
+        ["metrics.f1_macro.params.average=macroo"],
+        ["metrics.f1_macro.params=", "macroo", "'micro'", "accepted:", "'average'"],
+    ),
+    "metric-unknown-key": (
+        ["+metrics.accuracy.bogus=1"],
+        ["metrics.accuracy=", "unknown keys ['bogus']", "'metric_class'", "'stages'"],
+    ),
+    "metric-custom-class": (
+        ["++metrics.accuracy.backend=custom", "metrics.accuracy.metric_class=no.such.Metric"],
+        ["metrics.accuracy.metric_class='no.such.Metric'", "cannot be imported"],
+    ),
+}
+
+
+@pytest.fixture
+def data_spy(monkeypatch):
+    """Records every construction, prepare_data and setup of the data module."""
+    from autotimm.data import ImageDataModule
+
+    calls: list[str] = []
+    for method in ("__init__", "prepare_data", "setup"):
+        original = getattr(ImageDataModule, method)
+
+        def spy(self, *args, _name=method, _original=original, **kwargs):
+            calls.append(_name)
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(ImageDataModule, method, spy)
+    return calls
+
+
+def _assert_names(message: str, expected: list[str]) -> None:
+    for fragment in expected:
+        assert fragment in message, (fragment, message)
+    # the short message: Hydra's wrapper is unwrapped
+    assert "Error in call to target" not in message and "full_key" not in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("case", sorted(BAD_VALUES))
+def test_bad_value_fails_before_the_data_loads(compose, data_spy, case):
+    """Through the run itself (autotimm.run.train), with data that fails if read."""
+    from autotimm.run import train
+
+    overrides, expected = BAD_VALUES[case]
+    cfg = compose([*NO_DATA, *overrides])
+    with pytest.raises(ConfigValueError) as info:
+        train(cfg)
+    _assert_names(str(info.value), expected)
+    assert data_spy == [], "the data module was touched before the config was checked"
+
+
+@pytest.mark.parametrize("case", ["optimizer-lr", "backbone-model-name", "metric-class"])
+def test_train_py_reports_the_config_error_not_the_data_error(tmp_path, case):
+    """End to end: one short line naming the value; the missing data is never reached."""
+    overrides, expected = BAD_VALUES[case]
+    proc = run_train(tmp_path, *NO_DATA, "logger=csv", *overrides, check=False)
+    output = " ".join((proc.stderr + proc.stdout).split())  # rich wraps long lines
+    assert proc.returncode == 1, output[-2000:]
+    assert "Traceback" not in proc.stderr
+    _assert_names(output.split("Error: ", 1)[-1].split(" (set HYDRA_FULL_ERROR")[0], expected)
+    assert "/nonexistent/autotimm-data" not in output
+
+
+def _options(group: str) -> list[str]:
+    return sorted(p.stem for p in (ROOT / "conf" / group).glob("*.yaml"))
+
+
+GOOD = [
+    (g, o) for g in ("optimizer", "scheduler", "regularization", "metrics") for o in _options(g)
+]
+
+
+@pytest.mark.parametrize(("group", "option"), GOOD, ids=[f"{g}={o}" for g, o in GOOD])
+def test_every_shipped_option_passes(compose, group, option):
+    cfg = compose([f"{group}={option}"])
+    validate_groups(cfg)
+
+
+def test_shipped_experiments_pass(compose):
+    for experiment in _options("experiment"):
+        validate_groups(compose([f"experiment={experiment}"]))
+
+
+def test_nodes_fail_on_their_own_with_their_field_names(compose):
+    """Each node checks itself when instantiated (validate_groups adds the group key)."""
+    from hydra.errors import InstantiationException
+
+    cfg = compose(["optimizer.lr=0"])
+    with pytest.raises(InstantiationException) as info:
+        instantiate(cfg.optimizer)
+    assert str(info.value.__cause__) == "lr=0: must be > 0"
+    with pytest.raises(ConfigValueError, match=r"^optimizer\.lr=0: must be > 0$"):
+        validate_groups(cfg)
+
+
+def test_any_timm_optimizer_name_is_accepted(compose):
+    from autotimm import list_optimizers
+
+    assert "nadamw" in list_optimizers(include_all=True)
+    assert "nadamw" not in list_optimizers()
+    assert set(list_optimizers()) <= set(list_optimizers(include_all=True))
+    validate_groups(compose(["optimizer.name=nadamw"]))
+    with pytest.raises(ConfigValueError, match="close matches: nadam, nadamw"):
+        validate_groups(compose(["optimizer.name=nadamx"]))
+
+
+def test_the_library_checks_each_concern_once(monkeypatch):
+    """ImageClassifier(...) checks its arguments with the same functions, one call each."""
+    import autotimm.backbone
+    import autotimm.classifier
+    import autotimm.optim_check
+    from autotimm import ImageClassifier
+
+    calls: dict[str, int] = {}
+
+    def counting(module, name):
+        original = getattr(module, name)
+
+        def wrapper(*args, **kwargs):
+            calls[name] = calls.get(name, 0) + 1
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, wrapper)
+
+    counting(autotimm.optim_check, "create_optimizer")  # the dry run's optimizer
+    counting(autotimm.optim_check, "create_scheduler")  # the dry run's scheduler
+    counting(autotimm.classifier, "validate_regularization")
+    counting(autotimm.backbone, "validate_model_name")
+    ImageClassifier("resnet18", num_classes=3, metrics=[], optimizer="sgd", scheduler="step")
+    assert calls == {
+        "create_optimizer": 1,
+        "create_scheduler": 1,
+        "validate_regularization": 1,
+        "validate_model_name": 1,
+    }
+
+
+def test_error_format_and_prefixing():
+    from autotimm.checks import under
+
+    error = ConfigValueError("lr", -0.1, "must be > 0")
+    assert str(error) == "lr=-0.1: must be > 0"
+    assert isinstance(error, ValueError)
+    with pytest.raises(ConfigValueError) as info, under("optimizer"):
+        raise error
+    assert str(info.value) == "optimizer.lr=-0.1: must be > 0"
+    assert info.value.key == "optimizer.lr" and info.value.value == -0.1

@@ -1,0 +1,88 @@
+"""autotimm.sweep.trials and the study sweeper's settings: a trial's value or failure
+reason (from its JobReturn, or its run record when the worker died) and the failure policy."""
+
+from __future__ import annotations
+
+import pytest
+
+from autotimm.results import Objective, RunRecord, record_path, write_record
+from autotimm.sweep import trials
+
+
+def completed_job(value):
+    from hydra.core.utils import JobReturn, JobStatus
+
+    return JobReturn(status=JobStatus.COMPLETED, _return_value=value)
+
+
+def test_value_of_a_returned_job(tmp_path):
+    from hydra.core.utils import JobReturn, JobStatus
+
+    assert trials.trial_value(completed_job(0.75), None, str(tmp_path)) == (0.75, None)
+    value, reason = trials.trial_value(completed_job("oops"), None, str(tmp_path))
+    assert value is None and "returned 'oops', not an objective value" in reason
+    assert trials.trial_value(completed_job(float("nan")), None, str(tmp_path))[1] == (
+        "the objective is nan"
+    )
+    failed = JobReturn(status=JobStatus.FAILED, _return_value=ValueError("lr=-0.1"))
+    assert trials.trial_value(failed, None, str(tmp_path)) == (None, "ValueError: lr=-0.1")
+
+
+def test_a_dead_worker_is_judged_by_the_trials_record(tmp_path):
+    died = OSError("worker killed")
+    value, reason = trials.trial_value(None, died, str(tmp_path / "no_record"))
+    assert value is None and reason == "trial process died: OSError: worker killed"
+
+    done = tmp_path / "done"
+    write_record(done, RunRecord("completed", Objective("val/accuracy", 0.9), str(done)))
+    assert trials.trial_value(None, died, str(done)) == (0.9, None)  # it finished first
+
+    failed = tmp_path / "failed"
+    record = RunRecord("failed", Objective("val/accuracy"), str(failed), failure="MemoryError: x")
+    write_record(failed, record)
+    assert trials.trial_value(None, died, str(failed)) == (
+        None,
+        "trial process died: MemoryError: x",
+    )
+
+    broken = tmp_path / "broken"
+    write_record(broken, RunRecord("completed", Objective("val/accuracy", 0.9), str(broken)))
+    record_path(broken).write_text("{half a file")
+    assert trials.trial_value(None, died, str(broken))[1] == (
+        "trial process died: OSError: worker killed"
+    )
+
+
+def _study(states: list[str]):
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize")
+    for state in states:
+        trial = study.ask()
+        if state == "fail":
+            trial.set_user_attr(trials.ATTR_FAILURE, "ValueError: bad")
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        else:
+            study.tell(trial, 0.5)
+    return study
+
+
+def test_failure_policy():
+    assert trials.failure_rate_exceeded(_study(["ok", "ok"]), 0.5, 10) is None
+    assert trials.failure_rate_exceeded(_study(["fail"]), 0.5, 10) is None  # too early to judge
+    stopped = trials.failure_rate_exceeded(_study(["ok", "fail", "fail"]), 0.5, 10)
+    assert isinstance(stopped, trials.SweepFailedError)
+    assert "2 of 3 finished trials failed" in str(stopped) and "trial 1: ValueError" in str(stopped)
+    assert trials.failure_rate_exceeded(_study(["ok", "fail"]), 0.0, 10) is not None  # strict
+    assert trials.failure_rate_exceeded(_study(["ok", "ok", "fail"]), 0.5, 10) is None
+    counts = trials.count_trials(_study(["ok", "fail"]).get_trials())
+    assert (counts.complete, counts.failed, counts.finished) == (1, 1, 2)
+
+
+@pytest.mark.parametrize("rate", [-0.1, 1.5])
+def test_max_failure_rate_out_of_range_is_refused(rate):
+    from autotimm.sweep.study import StudySweeper
+
+    with pytest.raises(ValueError, match=rf"max_failure_rate={rate} not accepted.*0\.0.*1\.0"):
+        StudySweeper(None, "maximize", None, "s", 4, rate, None, None, None)
