@@ -52,6 +52,7 @@ from autotimm.sweep.trials import (
     listed,
     trial_dir_name,
     trial_value,
+    was_pruned,
 )
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,7 @@ class StudySweeper:
         search_space: DictConfig | None,
         custom_search_space: str | None,
         params: DictConfig | None,
+        pruner: Any = None,
     ) -> None:
         if not 0.0 <= float(max_failure_rate) <= 1.0:
             raise ValueError(
@@ -89,6 +91,9 @@ class StudySweeper:
             params=params,
         )
         self.sampler = sampler
+        # trials report to their own trial through the storage (autotimm.pruning); the
+        # sweeper's study needs the same pruner only for Optuna's own bookkeeping
+        self.pruner = pruner if pruner is not None else optuna.pruners.NopPruner()
         self.storage = storage
         self.study_name = study_name
         self.n_trials = int(n_trials)
@@ -149,6 +154,7 @@ class StudySweeper:
             study_name=self.study_name,
             storage=self.storage,
             sampler=self.sampler,
+            pruner=self.pruner,
             directions=directions,
             load_if_exists=True,
         )
@@ -168,16 +174,18 @@ class StudySweeper:
     def _log_start(self, study: optuna.Study) -> None:
         counts = count_trials(study.get_trials(deepcopy=False))
         log.info(
-            "Study %s (%s): %d of n_trials=%d finished (%d complete, %d failed), %d running "
-            "elsewhere; sampler %s; %s",
+            "Study %s (%s): %d of n_trials=%d finished (%d complete, %d pruned, %d failed), "
+            "%d running elsewhere; sampler %s, pruner %s; %s",
             study.study_name,
             masked(self.storage),
             counts.finished,
             self.n_trials,
             counts.complete,
+            counts.pruned,
             counts.failed,
             counts.running,
             type(study.sampler).__name__,
+            type(self.pruner).__name__,
             self.plan.describe(),
         )
         if counts.finished >= self.n_trials:
@@ -264,6 +272,13 @@ class StudySweeper:
         trial = outcome.trial
         run_dir = trial.user_attrs[ATTR_RUN_DIR]
         value, reason = trial_value(outcome.ret, outcome.error, run_dir)
+        if reason is None and was_pruned(run_dir):
+            # the trial reported its intermediate values itself; Optuna keeps the last one
+            _tell(study, trial, None, TrialState.PRUNED)
+            log.info(
+                "Trial %d: pruned (%s = %s at its last epoch)", trial.number, "objective", value
+            )
+            return
         if reason is None:
             _tell(study, trial, value, TrialState.COMPLETE)
             log.info("Trial %d: %s = %s", trial.number, "objective", value)

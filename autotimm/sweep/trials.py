@@ -103,10 +103,23 @@ def trial_value(
         record = read_record(run_dir)
     except RecordError:
         record = None
-    if record is not None and record.status == "completed" and record.objective_value is not None:
+    if (
+        record is not None
+        and record.status in ("completed", "pruned")
+        and record.objective_value is not None
+    ):
         return float(record.objective_value), None
     reason = (record.failure if record else None) or failure_reason(error or RuntimeError("?"))
     return None, f"trial process died: {reason}"
+
+
+def was_pruned(run_dir: str) -> bool:
+    """Whether the trial's record says its pruner stopped it (autotimm.pruning)."""
+    try:
+        record = read_record(run_dir)
+    except RecordError:
+        return False
+    return record is not None and record.status == "pruned"
 
 
 def failure_rate_exceeded(
