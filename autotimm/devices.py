@@ -263,26 +263,30 @@ def _class_of(launcher: Any) -> type | None:
     return type(launcher)
 
 
+def _derives_from(cls: type, target: str) -> bool:
+    """Whether `cls` is, or derives from, the class `module:Name`.
+
+    Compared along the class's MRO by module and name, not with issubclass: Hydra's plugin
+    scan can import a launcher's module a second time, and the two class objects then
+    differ although they are the same class.
+    """
+    module, _, name = target.partition(":")
+    return any(c.__module__ == module and c.__qualname__ == name for c in cls.__mro__)
+
+
 def launcher_kind(launcher: Any) -> str:
     """How a launcher runs trials: IN_PROCESS, JOBLIB, LOCAL or REMOTE, by its class.
 
     `launcher`: a launcher, its class or its `_target_` (None: Hydra's default, basic).
     Subclasses count as their base; a launcher whose plugin is not installed is not in use.
     """
-    import importlib
-
-    from autotimm.sweep.plugin_api import basic_launcher_class
+    from autotimm.sweep import plugin_api
 
     cls = _class_of(launcher)
-    if cls is None or issubclass(cls, basic_launcher_class()):
+    if cls is None or _derives_from(cls, plugin_api.BASIC_LAUNCHER):
         return IN_PROCESS
     for kind, target in _LOCAL_CLASSES.items():
-        module, _, name = target.partition(":")
-        try:
-            base = getattr(importlib.import_module(module), name)
-        except ImportError:
-            continue
-        if issubclass(cls, base):
+        if _derives_from(cls, target):
             return kind
     return REMOTE
 

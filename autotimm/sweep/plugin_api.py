@@ -151,9 +151,8 @@ def basic_sweeper_class() -> type:
     return _locate(f"{_BASIC_SWEEPER}:BasicSweeper")
 
 
-def basic_launcher_class() -> type:
-    """Hydra's basic launcher (trials one by one in the sweeper's process)."""
-    return _locate(f"{_BASIC_LAUNCHER}:BasicLauncher")
+# Hydra's basic launcher as `module:Name` (autotimm.devices compares launchers with it)
+BASIC_LAUNCHER = f"{_BASIC_LAUNCHER}:BasicLauncher"
 
 
 def file_config_source_class() -> type:
