@@ -59,6 +59,7 @@ __all__ = [
     "default_lock_dir",
     "device_description",
     "export_plan",
+    "is_launcher",
     "launcher_kind",
     "plan_devices",
     "plan_for_sweep",
@@ -272,6 +273,12 @@ def _derives_from(cls: type, target: str) -> bool:
     """
     module, _, name = target.partition(":")
     return any(c.__module__ == module and c.__qualname__ == name for c in cls.__mro__)
+
+
+def is_launcher(launcher: Any, target: str) -> bool:
+    """Whether `launcher` (an instance, class or `_target_`) is, or derives from, `module:Name`."""
+    cls = _class_of(launcher)
+    return cls is not None and _derives_from(cls, target)
 
 
 def launcher_kind(launcher: Any) -> str:

@@ -7,6 +7,7 @@ training; test_sweeps.py compares a real sweep's folder too.
 from __future__ import annotations
 
 import csv
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -273,3 +274,268 @@ def test_best_config_reruns_with_one_command(tmp_path, sweep_folder):
     assert proc.returncode == 0, proc.stderr[-3000:]
     (results,) = (tmp_path / "outputs" / "runs").glob(f"*/*/{RESULTS_FILE}")
     assert read_record(results.parent).status == "completed"
+
+
+# ---------------------------------------------------------------- Optuna's own plots
+
+SINGLE_PNGS = {
+    "optuna_history.png",
+    "optuna_importances.png",
+    "optuna_parallel.png",
+    "optuna_intermediate.png",
+}
+
+
+def _curve(trial) -> float:
+    """A cheap objective that reports a curve per epoch; the median pruner stops bad ones."""
+    import optuna
+
+    lr = trial.suggest_float("optimizer.lr", 1e-4, 1.0, log=True)
+    mixup = trial.suggest_categorical("regularization.mixup_alpha", [0.0, 0.2, 0.4])
+    quality = 1.0 / (1.0 + abs(math.log10(lr) + 2.0)) - mixup / 10
+    for epoch in range(4):
+        value = quality * (epoch + 1) / 4
+        trial.report(value, epoch)
+        if trial.should_prune():
+            raise optuna.TrialPruned()
+    return quality
+
+
+def make_study(folder: Path, n_trials: int = 12, directions=None, pruner=True) -> str:
+    """A real Optuna study on SQLite in `folder` (study.db) and its optimization_results.yaml."""
+    import optuna
+
+    folder.mkdir(parents=True, exist_ok=True)
+    storage = f"sqlite:///{folder / 'study.db'}"
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        study_name="quick",
+        storage=storage,
+        sampler=optuna.samplers.RandomSampler(seed=0),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+        if pruner
+        else None,
+        **({"directions": directions} if directions else {"direction": "maximize"}),
+    )
+    if directions:
+        study.optimize(_two_objectives, n_trials=n_trials)
+    else:
+        study.optimize(_curve, n_trials=n_trials)
+    summary = {"name": "optuna", "study_name": "quick", "storage": storage}
+    if directions:
+        summary["optimized_metric"] = ["val/accuracy", "model/latency_ms"]
+    (folder / "optimization_results.yaml").write_text(yaml.safe_dump(summary))
+    return storage
+
+
+def _two_objectives(trial) -> tuple[float, float]:
+    """Accuracy against latency: larger models are better and slower."""
+    width = trial.suggest_int("model.width", 1, 64)
+    lr = trial.suggest_float("optimizer.lr", 1e-4, 1.0, log=True)
+    accuracy = 1.0 - 1.0 / width - abs(math.log10(lr) + 2.0) / 10
+    return accuracy, float(width) * 0.5
+
+
+def study_runs(folder: Path, storage: str) -> None:
+    """A run folder (a run record) for every finished trial of the study."""
+    import optuna
+
+    study = optuna.load_study(study_name="quick", storage=storage)
+    for trial in study.trials:
+        lr = trial.params["optimizer.lr"]
+        if trial.state == optuna.trial.TrialState.PRUNED:
+            value = trial.intermediate_values[max(trial.intermediate_values)]
+            make_pruned(folder, trial.number, lr, value)
+        else:
+            value = trial.values[0]
+            mixup = trial.params.get("regularization.mixup_alpha", 0.0)
+            make_run(folder, trial.number, lr, mixup, value, "completed")
+
+
+def assert_png(path: Path) -> None:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        assert image.format == "PNG", path
+        width, height = image.size
+    assert width > 100 and height > 100, (path, image.size)
+
+
+def test_sweep_folder_gets_optunas_plots(tmp_path, capsys, recwarn):
+    folder = tmp_path / "sweeps" / "quick"
+    storage = make_study(folder)
+    import optuna
+
+    states = [t.state for t in optuna.load_study(study_name="quick", storage=storage).trials]
+    assert optuna.trial.TrialState.PRUNED in states  # the intermediate plot shows pruned curves
+    study_runs(folder, storage)
+
+    assert main([str(folder)]) == 0
+    out = capsys.readouterr().out
+    for name in SINGLE_PNGS | {"compare.png"}:
+        assert_png(folder / name)
+    assert not (folder / "optuna_pareto.png").exists()  # one objective: no front
+    assert "skipped" not in out and "pareto" not in out
+    from optuna.exceptions import ExperimentalWarning
+
+    assert not [w for w in recwarn if issubclass(w.category, ExperimentalWarning)]
+    with (folder / "compare.csv").open() as handle:
+        assert "pareto" not in next(csv.DictReader(handle))
+
+
+def test_optuna_plots_do_not_change_compare_png_style(tmp_path):
+    """Optuna switches matplotlib to ggplot; compare.png drawn after it stays as it was."""
+    import matplotlib
+
+    folder = tmp_path / "sweeps" / "quick"
+    study_runs(folder, make_study(folder, n_trials=4))
+    style = dict(matplotlib.rcParams)
+    compare(folder, show=False)
+    assert dict(matplotlib.rcParams) == style
+
+
+def test_plots_optuna_cannot_draw_are_skipped_with_a_note(tmp_path, capsys):
+    folder = tmp_path / "sweeps" / "quick"
+    import optuna
+
+    storage = make_study(folder, n_trials=0)
+    study = optuna.load_study(study_name="quick", storage=storage)
+    trial = study.ask({"optimizer.lr": optuna.distributions.LogUniformDistribution(1e-4, 1)})
+    study.tell(trial, 0.7)  # one completed trial, nothing reported along the way
+    make_run(folder, 0, trial.params["optimizer.lr"], 0.0, 0.7, "completed")
+
+    report = compare(folder)
+    out = capsys.readouterr().out
+    assert_png(folder / "optuna_history.png")
+    assert_png(folder / "optuna_parallel.png")
+    assert not (folder / "optuna_importances.png").exists()
+    assert not (folder / "optuna_intermediate.png").exists()
+    assert "optuna_importances.png skipped" in out and "1 completed trial(s), 2 needed" in out
+    assert "optuna_intermediate.png skipped" in out and "no trial reported" in out
+    assert len(report["notes"]) == 2 and all("\n" not in note for note in report["notes"])
+
+
+def test_a_plot_optuna_fails_on_is_a_note_not_a_crash(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+    import optuna.visualization.matplotlib as vis
+
+    folder = tmp_path / "sweeps" / "quick"
+    study_runs(folder, make_study(folder, n_trials=4))
+
+    def broken(study, **kwargs):
+        plt.subplots()  # a figure opened before the failure is closed again
+        raise ValueError("cannot draw\nsecond line")
+
+    monkeypatch.setattr(vis, "plot_optimization_history", broken)
+    report = compare(folder, show=False)
+    assert report["notes"] == [
+        "optuna_history.png skipped (optimization history): Optuna cannot draw it: "
+        "ValueError: cannot draw"
+    ]
+    assert not (folder / "optuna_history.png").exists()
+    assert_png(folder / "optuna_parallel.png")
+    assert plt.get_fignums() == []
+
+
+def test_multi_objective_study_draws_the_front_and_marks_it(tmp_path, capsys):
+    folder = tmp_path / "sweeps" / "pareto"
+    storage = make_study(folder, n_trials=10, directions=["maximize", "minimize"], pruner=False)
+    study_runs(folder, storage)
+    import optuna
+
+    study = optuna.load_study(study_name="quick", storage=storage)
+    front = {str(t.number) for t in study.best_trials}
+    assert 0 < len(front) < 10
+
+    report = compare(folder)
+    out = capsys.readouterr().out
+    assert_png(folder / "optuna_pareto.png")
+    for objective in ("val_accuracy", "model_latency_ms"):
+        for kind in ("history", "importances", "parallel"):
+            assert_png(folder / f"optuna_{kind}_{objective}.png")
+    assert not (folder / "optuna_history.png").exists()
+    assert "optuna_intermediate.png skipped (intermediate values): trials of a multi" in out
+
+    marked = {row["trial"] for row in report["rows"] if row["pareto"]}
+    assert marked == front
+    assert list(report["rows"][0])[:6] == [
+        "rank",
+        "trial",
+        "status",
+        "objective_name",
+        "objective",
+        "pareto",
+    ]
+    with (folder / "compare.csv").open() as handle:
+        table = list(csv.DictReader(handle))
+    assert {row["trial"] for row in table if row["pareto"] == "True"} == front
+    assert "pareto" in out and out.count("front") >= len(front)
+    assert f"Pareto front: trial(s) {', '.join(sorted(front, key=int))}" in out
+
+
+def test_folder_of_runs_without_a_study_says_so(sweep_folder, capsys):
+    report = compare(sweep_folder)  # its optimization_results.yaml names no study
+    out = capsys.readouterr().out
+    assert "no Optuna plots: no study in" in out
+    assert report["notes"] == [next(line for line in out.splitlines() if "no Optuna" in line)]
+    assert not list(sweep_folder.glob("optuna_*.png"))
+
+
+def test_masked_storage_needs_the_storage_option(tmp_path, capsys):
+    folder = tmp_path / "sweeps" / "quick"
+    storage = make_study(folder, n_trials=6)
+    study_runs(folder, storage)
+    (folder / "study.db").rename(tmp_path / "elsewhere.db")  # as on a PostgreSQL server
+    summary = {"name": "optuna", "study_name": "quick", "storage": "postgresql://u:***@db/s"}
+    (folder / "optimization_results.yaml").write_text(yaml.safe_dump(summary))
+
+    compare(folder, make_plot=True)
+    out = capsys.readouterr().out
+    assert "postgresql://u:***@db/s hides its password: pass --storage URL" in out
+    assert not list(folder.glob("optuna_*.png"))
+
+    assert main([str(folder), "--storage", f"sqlite:///{tmp_path / 'elsewhere.db'}"]) == 0
+    assert_png(folder / "optuna_history.png")
+
+
+def test_moved_sweep_folder_opens_its_own_study_db(tmp_path):
+    folder = tmp_path / "sweeps" / "quick"
+    study_runs(folder, make_study(folder, n_trials=4))
+    moved = tmp_path / "copied" / "quick"
+    moved.parent.mkdir()
+    folder.rename(moved)  # the yaml still names the old database path
+    assert main([str(moved), "--out", str(tmp_path / "out")]) == 0
+    assert_png(tmp_path / "out" / "optuna_history.png")
+
+
+@pytest.mark.parametrize(
+    ("storage", "message"),
+    [
+        ("sqlite:///{tmp}/missing.db", "no study database at"),
+        ("nosuchdb://host/x", "cannot open a study in nosuchdb://host/x"),
+        ("sqlite:///{tmp}/other.db", "no study 'quick' in sqlite:///"),
+    ],
+)
+def test_bad_storage_option_is_a_clear_error(tmp_path, capsys, storage, message):
+    import optuna
+
+    folder = tmp_path / "sweeps" / "quick"
+    study_runs(folder, make_study(folder, n_trials=3))
+    optuna.create_study(study_name="another", storage=f"sqlite:///{tmp_path / 'other.db'}")
+    url = storage.format(tmp=tmp_path)
+    assert main([str(folder), "--storage", url]) == 1
+    err = capsys.readouterr().err
+    assert message in err, err
+    if "other.db" in url:
+        assert "studies there: ['another']" in err
+    assert not (tmp_path / "missing.db").exists()  # not created by trying to open it
+
+
+def test_import_autotimm_compare_is_light():
+    code = (
+        "import sys, autotimm.compare\n"
+        "print(sorted(m for m in ('optuna', 'matplotlib', 'sqlalchemy') if m in sys.modules))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"

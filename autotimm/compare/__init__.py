@@ -9,14 +9,21 @@ GPU, status) and writes, into the folder (or --out):
 - compare.csv: every run, every metric;
 - compare.png: the objective against each swept value, and every run's validation curve;
 - best_config.yaml: the best run's full config, re-run with one command
-  (`python train.py --config-dir <folder> --config-name best_config`).
+  (`python train.py --config-dir <folder> --config-name best_config`);
+- for a sweep with an Optuna study (its optimization_results.yaml or study.db; `--storage
+  URL` where the file shows the URL masked), Optuna's own plots: optuna_history.png,
+  optuna_importances.png, optuna_parallel.png, optuna_intermediate.png and, for
+  multi-objective studies, optuna_pareto.png (and a `pareto` column marking the front).
+  A plot Optuna cannot draw for the study is skipped with a one-line note.
 
 Completed runs come first, best first; then pruned sweep trials by the value they were
 stopped at; then failed, interrupted and unfinished ones.
 
 One module per job: `runs` (finding runs, reading their records through
 `autotimm.results`, their swept values), `ranking`, `rows` (the flat rows), `csv_out`,
-`table` (the terminal table), `plots`, `best_config`, `cli` (`compare()` and the command).
+`table` (the terminal table), `plots`, `study` (the sweep's Optuna study, its front),
+`study_plots` (Optuna's plots; `optuna_compat` lets Optuna 2.10 draw on today's matplotlib),
+`best_config`, `cli` (`compare()` and the command).
 """
 
 from autotimm.compare.best_config import BEST_CONFIG, write_best_config

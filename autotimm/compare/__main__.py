@@ -1,4 +1,4 @@
-"""`python -m autotimm.compare DIR [--metric M] [--out DIR] [--no-plot]`."""
+"""`python -m autotimm.compare DIR [--metric M] [--out DIR] [--storage URL] [--no-plot]`."""
 
 import sys
 

@@ -13,6 +13,8 @@ from autotimm.compare.plots import PNG_FILE, plot
 from autotimm.compare.ranking import rank
 from autotimm.compare.rows import rows
 from autotimm.compare.runs import Run, find_runs
+from autotimm.compare.study import StudyError, SweepStudy, mark_front, open_study
+from autotimm.compare.study_plots import study_plots
 from autotimm.compare.table import print_table
 from autotimm.results import RESULTS_FILE
 
@@ -43,14 +45,31 @@ def _write_best(runs: list[Run], metric: str | None, target: Path, show: bool) -
     return path
 
 
+def _study(
+    root: Path, runs: list[Run], storage: str | None, table: list[dict[str, Any]]
+) -> tuple[SweepStudy | None, list[str]]:
+    """The sweep's study (None: a folder of runs) and notes; marks its Pareto front."""
+    objective = next((r.objective_name for r in runs if r.objective_name), None)
+    sweep, note = open_study(root, storage, objective)
+    if sweep is None:
+        return None, [note] if note else []
+    if not sweep.multi_objective:
+        return sweep, []
+    front = sweep.front()
+    mark_front(table, front)
+    return sweep, [f"Pareto front: trial(s) {', '.join(map(str, front)) or 'none'}"]
+
+
 def compare(
     folder: str | Path,
     metric: str | None = None,
     out: str | Path | None = None,
     make_plot: bool = True,
     show: bool = True,
+    storage: str | None = None,
 ) -> dict[str, Any]:
-    """Table, compare.csv, compare.png and best_config.yaml for the runs below `folder`."""
+    """Table, compare.csv, compare.png, the study's Optuna plots and best_config.yaml for
+    the runs below `folder` (`storage`: the study's URL when the folder's is masked)."""
     root = Path(folder).expanduser().resolve()
     if not root.is_dir():
         raise FileNotFoundError(f"{root} is not a folder of runs")
@@ -62,17 +81,26 @@ def compare(
     target = Path(out).expanduser().resolve() if out else root
     target.mkdir(parents=True, exist_ok=True)
     table = rows(runs, metric)
-    written = {"csv": write_csv(table, target / CSV_FILE)}
+    sweep, notes = _study(root, runs, storage, table)
+    written: dict[str, Any] = {"csv": write_csv(table, target / CSV_FILE)}
     if show:
         print_table(runs, table, _title(root, runs))
     if make_plot:
         written["png"] = plot(runs, target / PNG_FILE, metric)
+        if sweep is not None:
+            pngs, skipped = study_plots(sweep, target)
+            written.update((p.stem, p) for p in pngs)
+            notes += skipped
+    elif sweep is None:
+        notes = []  # no plots asked for: nothing to say about missing ones
     best_path = _write_best(runs, metric, target, show)
     if best_path is not None:
         written["best_config"] = best_path
     if show:
+        for note in notes:
+            print(note)
         print("wrote " + ", ".join(str(p) for p in written.values()))
-    return {"runs": runs, "rows": table, "files": written}
+    return {"runs": runs, "rows": table, "files": written, "notes": notes}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,16 +108,29 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m autotimm.compare",
         description="Rank the runs of a sweep (or any folder of runs): table, CSV, PNG, "
-        "and the best run's config.",
+        "the study's Optuna plots and the best run's config.",
     )
     parser.add_argument("folder", help="a sweep folder (outputs/sweeps/<name>) or any runs folder")
     parser.add_argument("--metric", help="rank by this metric (default: each run's objective)")
-    parser.add_argument("--out", help="write compare.csv / compare.png / best_config.yaml here")
-    parser.add_argument("--no-plot", action="store_true", help="skip compare.png")
+    parser.add_argument("--out", help="write compare.csv, the PNGs and best_config.yaml here")
+    parser.add_argument(
+        "--storage",
+        help="the study's storage URL, where optimization_results.yaml shows it masked "
+        "(a password): postgresql://user:password@host/db",
+    )
+    parser.add_argument(
+        "--no-plot", action="store_true", help="skip compare.png and the Optuna plots"
+    )
     args = parser.parse_args(argv)
     try:
-        compare(args.folder, metric=args.metric, out=args.out, make_plot=not args.no_plot)
-    except FileNotFoundError as exc:
+        compare(
+            args.folder,
+            metric=args.metric,
+            out=args.out,
+            make_plot=not args.no_plot,
+            storage=args.storage,
+        )
+    except (FileNotFoundError, StudyError) as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 1
     return 0

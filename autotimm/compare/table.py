@@ -31,13 +31,14 @@ def _metric_columns(table: list[dict[str, Any]]) -> tuple[str, list[str]]:
     return objective, headline + tests
 
 
-def _cells(row: dict[str, Any], keys: list[str], metrics: list[str]) -> list[str]:
+def _cells(row: dict[str, Any], keys: list[str], metrics: list[str], front: bool) -> list[str]:
     seconds = row.get("wall_time_s")
     return [
         fmt(row["rank"]),
         row["trial"],
         *(fmt(row.get(k)) for k in keys),
         fmt(row["objective"]),
+        *(["front" if row.get("pareto") else "-"] if front else []),
         *(fmt(row.get(n)) for n in metrics),
         fmt(row.get("epochs")),
         f"{seconds:.0f} s" if isinstance(seconds, (int, float)) else "-",
@@ -47,7 +48,9 @@ def _cells(row: dict[str, Any], keys: list[str], metrics: list[str]) -> list[str
 
 
 def print_table(runs: list[Run], table: list[dict[str, Any]], title: str) -> None:
-    """Print the rows (swept values as columns), then each failed run's reason."""
+    """Print the rows (swept values as columns), then each failed run's reason.
+
+    Rows of a multi-objective study carry `pareto`: a column marks the front's trials."""
     from rich.console import Console
     from rich.table import Table
 
@@ -59,12 +62,15 @@ def print_table(runs: list[Run], table: list[dict[str, Any]], title: str) -> Non
     for key in keys:
         grid.add_column(short_key(key), justify="right")
     grid.add_column(objective, justify="right", style="bold")
+    front = any("pareto" in row for row in table)
+    if front:
+        grid.add_column("pareto", style="bold green")
     for name in metrics:
         grid.add_column(name, justify="right")
     for name in ("epochs", "time", "GPU", "status"):
         grid.add_column(name, justify="right" if name in ("epochs", "time") else "left")
     for row in table:
-        grid.add_row(*_cells(row, keys, metrics), style=STYLES.get(row["status"], "yellow"))
+        grid.add_row(*_cells(row, keys, metrics, front), style=STYLES.get(row["status"], "yellow"))
     console = Console()
     if not console.is_terminal:
         console = Console(width=200)  # logs and CI: no squeezed columns

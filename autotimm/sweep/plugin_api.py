@@ -5,6 +5,8 @@ hydra-optuna-sweeper's search-space parsing and trial suggestion (`_impl`), the 
 launcher's job function (`_core.execute_job`), Hydra's basic sweeper and launcher and its
 file config source (`hydra._internal`), a failed job's exception (`JobReturn._return_value`),
 and Optuna's storage and trial ids (optuna 2.10 has no public accessor for either).
+One job or task per trial reuses the optional launcher plugins' job functions (the
+submitit launcher's callable, the Ray launcher's `launch_job_on_ray`): `PLUGIN_SIGNATURES`.
 
 pyproject.toml pins the versions this module was written against. `SIGNATURES` and
 `check_internals()` state what each call relies on; tests/test_plugin_api.py runs the check
@@ -20,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import inspect
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -74,6 +77,22 @@ SIGNATURES: dict[str, tuple[str, ...]] = {
     f"{_FILE_SOURCE}:FileConfigSource.list": ("self", "config_path", "results_filter"),
     "optuna.storages:BaseStorage.set_trial_user_attr": ("self", "trial_id", "key", "value"),
     "optuna.storages:BaseStorage.set_trial_state": ("self", "trial_id", "state"),
+}
+
+
+_SUBMITIT = "hydra_plugins.hydra_submitit_launcher"
+_SUBMITIT_LAUNCHER = f"{_SUBMITIT}.submitit_launcher:BaseSubmititLauncher"
+_RAY = "hydra_plugins.hydra_ray_launcher"
+_RAY_UTIL = f"{_RAY}._launcher_util"
+_SUBMITIT_JOB = ("sweep_overrides", "job_dir_key", "job_num", "job_id", "singleton_state")
+_RAY_JOB = ("hydra_context", "ray_remote", "sweep_config", "task_function", "singleton_state")
+# the optional launcher plugins (autotimm[slurm], autotimm[ray]), checked where installed
+PLUGIN_SIGNATURES: dict[str, dict[str, tuple[str, ...]]] = {
+    _SUBMITIT: {
+        f"{_SUBMITIT_LAUNCHER}.__call__": ("self", *_SUBMITIT_JOB),
+        f"{_SUBMITIT_LAUNCHER}.checkpoint": ("self", "args", "kwargs"),
+    },
+    _RAY: {f"{_RAY_UTIL}:start_ray": ("init_cfg",), f"{_RAY_UTIL}:launch_job_on_ray": _RAY_JOB},
 }
 
 
@@ -273,3 +292,109 @@ def fail_trial(study: Any, trial: Any, attrs: dict[str, Any]) -> bool:
         return bool(storage.set_trial_state(trial_id, TrialState.FAIL))
     except RuntimeError:  # finished meanwhile
         return False
+
+
+# -- launcher plugins: one job (submitit) or task (Ray) per trial -----------------------------
+
+
+def installed_plugin_signatures() -> dict[str, tuple[str, ...]]:
+    """The PLUGIN_SIGNATURES of the launcher plugins installed here."""
+    from importlib.util import find_spec
+
+    found = [s for package, s in PLUGIN_SIGNATURES.items() if find_spec(package) is not None]
+    return {target: params for signatures in found for target, params in signatures.items()}
+
+
+def _check_plugin(package: str) -> None:
+    """Raise, before any trial starts, when the engine's plugin changed a call relied on."""
+    problems = signature_problems(PLUGIN_SIGNATURES[package])
+    if problems:
+        raise RuntimeError(
+            f"autotimm runs trials through private APIs of {package} that the installed "
+            "version changed; install the version of autotimm's extra:\n  " + "\n  ".join(problems)
+        )
+
+
+class SubmititJobs:
+    """One submitit job per trial, as hydra-submitit-launcher's `launch` submits its jobs.
+
+    The executor comes from the launcher's own config keys (resources, time limit,
+    `max_num_timeout`) as in `launch`; each job runs the launcher itself (`__call__`: the
+    trial's config, `run_job` in the trial's directory), whose `checkpoint` resubmits the
+    same call on timeout or preemption, so a requeued trial starts again in its directory.
+    """
+
+    def __init__(self, launcher: Any) -> None:
+        _check_plugin(_SUBMITIT)
+        self._launcher = launcher
+        self.cluster = str(launcher._EXECUTOR)  # "slurm" or "local"
+
+    def executor(self) -> Any:
+        """The executor `launch` builds from the launcher's params (and the sweep dir's mode)."""
+        import submitit
+        from omegaconf import OmegaConf
+
+        params, init_keys = dict(self._launcher.params), {"max_num_timeout"}
+        init = {f"{self.cluster}_{k}": v for k, v in params.items() if k in init_keys}
+        executor = submitit.AutoExecutor(params["submitit_folder"], cluster=self.cluster, **init)
+        shared = set(OmegaConf.structured(_locate(f"{_SUBMITIT}.config:BaseQueueConf")).keys())
+        resources = {k: v for k, v in params.items() if k not in init_keys | {"submitit_folder"}}
+        executor.update_parameters(
+            **{(k if k in shared else f"{self.cluster}_{k}"): v for k, v in resources.items()}
+        )
+        sweep = self._launcher.config.hydra.sweep
+        if sweep.get("mode") is not None:  # the sweeper made the folder
+            os.chmod(str(sweep.dir), mode=int(str(sweep.mode), 8))
+        return executor
+
+    def call(self, idx: int, overrides: Sequence[str]) -> tuple[Callable[..., Any], tuple]:
+        """The callable and arguments of job `idx` (what `launch` maps over its job array)."""
+        from hydra.core.singleton import Singleton
+
+        args = (list(overrides), "hydra.sweep.dir", idx, f"job_id_for_{idx}", Singleton.get_state())
+        return self._launcher, args
+
+
+class RayJobs:
+    """One Ray task per trial, as hydra-ray-launcher's `launch` starts its tasks."""
+
+    def __init__(self, launcher: Any) -> None:
+        try:
+            import ray  # noqa: F401  (the plugin needs it; say so before anything starts)
+
+            self._util = importlib.import_module(_RAY_UTIL)
+        except ImportError as exc:
+            raise ImportError(
+                f"{type(launcher).__name__} runs trials as Ray tasks, but Ray or "
+                f"hydra-ray-launcher is not installed here ({exc}); install the optional "
+                "extra: pip install 'autotimm[ray]'"
+            ) from exc
+        _check_plugin(_RAY)
+        self._launcher = launcher
+
+    def start(self) -> None:
+        """Start Ray here, or join the cluster at `ray.init.address`, as `launch` does."""
+        from hydra.core.utils import setup_globals
+
+        setup_globals()
+        init = self._launcher.ray_cfg.init
+        init.setdefault("object_store_memory", 78643200)  # what hydra-ray-launcher 1.2.2 sets
+        self._util.start_ray(init)
+
+    def submit(self, idx: int, overrides: Sequence[str]) -> Any:
+        """Start trial `idx` as a Ray task with the launcher's `ray.remote` resources."""
+        from hydra.core.singleton import Singleton
+        from omegaconf import open_dict
+
+        launcher = self._launcher
+        config = launcher.hydra_context.config_loader.load_sweep_config(launcher.config, overrides)
+        with open_dict(config):
+            config.hydra.job.id = f"job_id_for_{idx}"  # as the launcher: set remotely, if at all
+            config.hydra.job.num = idx
+        return self._util.launch_job_on_ray(
+            launcher.hydra_context,
+            launcher.ray_cfg.remote,
+            config,
+            launcher.task_function,
+            Singleton.get_state(),
+        )

@@ -1,9 +1,19 @@
-"""How a study's trials reach the launcher: in batches, or through autotimm's own pool.
+"""How a study's trials reach their engine: one at a time each, or in batches.
 
-`make_runner(plan, launcher)` picks: with the joblib launcher and several trials at once
-(`DevicePlan.own_pool`), trials run in loky's reusable process pool, one future each, and a
-new trial starts as soon as any ends; otherwise each batch goes through the launcher
-(one trial at a time in process, SLURM job arrays, Ray tasks).
+`make_runner(plan, launcher)` picks by the launcher's class; every runner keeps up to
+`plan.n_jobs` trials running and starts a new one as soon as any ends (`submit`, `wait`):
+
+- joblib with several trials at once (`DevicePlan.own_pool`): loky's reusable process
+  pool, one future per trial (PoolRunner, here);
+- hydra-submitit-launcher (`hydra/launcher=slurm_gpu`, `submitit_local`): one submitit
+  job per trial (autotimm.sweep.runners_submitit);
+- hydra-ray-launcher (`hydra/launcher=ray_gpu`): one Ray task per trial, `ray.wait`
+  (autotimm.sweep.runners_ray);
+- any other launcher (Hydra's basic one, joblib one by one): each batch through the
+  launcher (LauncherRunner).
+
+Each engine runs the trial exactly as its launcher would (the launcher's own job function
+and config keys), each trial in its own run directory.
 """
 
 from __future__ import annotations
@@ -15,10 +25,13 @@ from typing import Any, Protocol
 
 import optuna
 
-from autotimm.devices import DevicePlan
+from autotimm.devices import DevicePlan, is_launcher
 from autotimm.sweep import plugin_api
 
 log = logging.getLogger(__name__)
+
+SUBMITIT_LAUNCHER = "hydra_plugins.hydra_submitit_launcher.submitit_launcher:BaseSubmititLauncher"
+RAY_LAUNCHER = "hydra_plugins.hydra_ray_launcher.ray_launcher:RayLauncher"
 
 
 @dataclass
@@ -90,7 +103,7 @@ class PoolRunner:
         )
 
     def submit(self, trial: optuna.Trial, overrides: list[str]) -> None:
-        log.info("\t#%d : %s", trial.number, " ".join(o for o in overrides if "hydra." not in o))
+        log_submit(trial, overrides, "a worker process")
         function, args = self._jobs.call(trial.number, overrides)
         self._futures[self._executor().submit(function, *args)] = trial
 
@@ -112,5 +125,88 @@ class PoolRunner:
             future.cancel()
 
 
+class EngineRunner:
+    """One job or task per trial on an engine (submitit, Ray); a subclass says how to
+    start one (`_start`), await the first that ends (`_await`), read its JobReturn
+    (`_result`) and cancel one (`_cancel`)."""
+
+    def __init__(self) -> None:
+        self._running: list[tuple[Any, optuna.Trial]] = []  # (job or task, its trial)
+        self._refused: list[Outcome] = []  # trials the engine would not take
+
+    @property
+    def running(self) -> int:
+        return len(self._running) + len(self._refused)
+
+    def submit(self, trial: optuna.Trial, overrides: list[str]) -> None:
+        try:
+            handle = self._start(trial.number, overrides)
+        except Exception as exc:  # e.g. sbatch refused the job: the trial fails, the sweep goes on
+            log.warning("submitting trial %d failed: %s", trial.number, exc)
+            self._refused.append(Outcome(trial, error=exc))
+            return
+        log_submit(trial, overrides, self._describe(handle))
+        self._running.append((handle, trial))
+
+    def wait(self) -> list[Outcome]:
+        """The trials that ended: at least one, as soon as any did."""
+        if self._refused:
+            refused, self._refused = self._refused, []
+            return refused
+        ended = {id(h) for h in self._await([h for h, _ in self._running])}
+        done = [(h, trial) for h, trial in self._running if id(h) in ended]
+        self._running = [(h, trial) for h, trial in self._running if id(h) not in ended]
+        return [self._outcome(h, trial) for h, trial in done]
+
+    def _outcome(self, handle: Any, trial: optuna.Trial) -> Outcome:
+        try:
+            return Outcome(trial, self._result(handle))
+        except Exception as exc:  # it died without returning (killed, out of memory, node lost)
+            where = self._describe(handle)
+            log.warning("trial %d (%s) ended without a result: %s", trial.number, where, exc)
+            return Outcome(trial, error=exc)
+
+    def close(self) -> None:
+        """Cancel what still runs (the sweep stopped early): no orphan jobs hold GPUs."""
+        for handle, trial in self._running:
+            log.warning("cancelling trial %d (%s)", trial.number, self._describe(handle))
+            try:
+                self._cancel(handle)
+            except Exception as exc:  # already gone
+                log.warning("could not cancel trial %d: %s", trial.number, exc)
+        self._running = []
+
+    def _start(self, number: int, overrides: list[str]) -> Any:
+        raise NotImplementedError
+
+    def _describe(self, handle: Any) -> str:
+        return str(handle)
+
+    def _await(self, handles: list[Any]) -> list[Any]:
+        raise NotImplementedError
+
+    def _result(self, handle: Any) -> Any:
+        raise NotImplementedError
+
+    def _cancel(self, handle: Any) -> None:
+        raise NotImplementedError
+
+
+def log_submit(trial: optuna.Trial, overrides: list[str], where: str) -> None:
+    shown = " ".join(o for o in overrides if "hydra." not in o)
+    log.info("\t#%d : %s (%s)", trial.number, shown, where)
+
+
 def make_runner(plan: DevicePlan, launcher: Any) -> Runner:
-    return PoolRunner(launcher, plan) if plan.own_pool else LauncherRunner(launcher)
+    """The runner for the sweep's launcher (see the module doc)."""
+    if plan.own_pool:
+        return PoolRunner(launcher, plan)
+    if is_launcher(launcher, SUBMITIT_LAUNCHER):
+        from autotimm.sweep.runners_submitit import SubmititRunner
+
+        return SubmititRunner(launcher)
+    if is_launcher(launcher, RAY_LAUNCHER):
+        from autotimm.sweep.runners_ray import RayRunner
+
+        return RayRunner(launcher)
+    return LauncherRunner(launcher)

@@ -9,7 +9,13 @@ autotimm.sweep.plugin_api), with autotimm's study handling:
   absolute (autotimm.sweep.storage).
 - continue up to `n_trials`: re-running the same command counts the study's finished
   trials and runs only the missing ones (hydra-optuna-sweeper would add n_trials more).
-  Resumed studies reseed the sampler (seed + number of trials), so no values repeat.
+  Each trial draws its values with a seed of its own (seed, study, trial number), so a
+  continued study never repeats values and two sweep processes on one study never draw
+  the same ones; TPE uses constant liar with parallel trials (autotimm.sweep.sampling).
+- pruning: trials report to their own trial through the storage (autotimm.pruning) and
+  the sweeper tells PRUNED when a trial's record says so; pruned trials count toward
+  n_trials, not toward max_failure_rate.
+- warm starts: `sweep.enqueue` and `sweep.warm_start_from` run first.
 - resume after a kill: autotimm.sweep.recovery fails the trials a dead sweep left
   RUNNING as "interrupted" and queues their values again; finished trials are kept.
 - failures: a trial that raises (bad values, NaN loss, out of memory, a dead worker) is
@@ -31,7 +37,6 @@ from typing import Any
 
 import optuna
 from hydra.types import HydraContext, TaskFunction
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
@@ -39,6 +44,7 @@ from autotimm.devices import DevicePlan, plan_for_sweep
 from autotimm.sweep import plugin_api
 from autotimm.sweep.recovery import Heartbeat, recover_interrupted
 from autotimm.sweep.runners import Outcome, make_runner
+from autotimm.sweep.sampling import build_sampler, sampler_for_trial, warm_start
 from autotimm.sweep.storage import absolute_storage, masked
 from autotimm.sweep.trials import (
     ATTR_FAILURE,
@@ -107,6 +113,7 @@ class StudySweeper:
         plugin_api.check_internals()
         self.plan: DevicePlan = plan_for_sweep(config)  # before the launcher reads n_jobs
         self.sampler_config = OmegaConf.select(config, "hydra.sweeper.sampler")
+        self.sweep_settings = config.get("sweep") or {}  # enqueue, warm_start_from
         self.search = plugin_api.OptunaSearch(self.settings, config)
         self.launcher = Plugins.instance().instantiate_launcher(
             config=config, hydra_context=hydra_context, task_function=task_function
@@ -125,7 +132,11 @@ class StudySweeper:
             grid = self.search.grid(distributions)
             self.sampler = self.sampler(grid)
             self.n_trials = min(self.n_trials, math.prod(len(v) for v in grid.values()))
-        study = self._open_study(reseed=not is_grid, fixed=fixed)
+        elif self.sampler_config is not None:  # constant liar decided by the device plan
+            self.sampler = build_sampler(self.sampler_config, self.plan.n_jobs)
+        self.is_grid = is_grid
+        study = self._open_study(fixed=fixed)
+        warm_start(study, self.sweep_settings, self.storage, distributions)
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
         stopped = self._run_trials(study, distributions, fixed)
         counts = self._summarise(study)
@@ -137,7 +148,7 @@ class StudySweeper:
         if stopped is not None:
             raise stopped
 
-    def _open_study(self, reseed: bool, fixed: dict[str, Any]) -> optuna.Study:
+    def _open_study(self, fixed: dict[str, Any]) -> optuna.Study:
         """Create or load the study; recover its interrupted trials; log where it stands."""
         directions = self.search.directions()
         if len(directions) != 1:
@@ -165,8 +176,6 @@ class StudySweeper:
                 f"this sweep asks for {directions}; use another sweep.name for a new study"
             )
         recover_interrupted(study)
-        if reseed:
-            self._reseed(study)
         self._warn_on_changed_settings(study, fixed)
         self._log_start(study)
         return study
@@ -213,6 +222,7 @@ class StudySweeper:
                         if self._to_go(study) <= 0:
                             break
                         trial = study.ask()
+                        self._seed_for(study, trial)
                         heartbeat.start(trial, self.sweep_dir / trial_dir_name(trial.number))
                         runner.submit(trial, self._trial_overrides(trial, distributions, fixed))
                     if runner.running == 0:
@@ -228,13 +238,15 @@ class StudySweeper:
 
     # -- pieces ------------------------------------------------------------------------
 
-    def _reseed(self, study: optuna.Study) -> None:
-        """A resumed study: seed + number of trials, so the sampler does not repeat itself."""
-        existing = len(study.get_trials(deepcopy=False))
-        seed = OmegaConf.select(self.sampler_config, "seed") if self.sampler_config else None
-        if existing and seed is not None:
-            study.sampler = instantiate(self.sampler_config, seed=int(seed) + existing)
-            log.info("Resuming: sampler seed %d + %d existing trials", seed, existing)
+    def _seed_for(self, study: optuna.Study, trial: optuna.Trial) -> None:
+        """Draw this trial's values with a seed of its own (autotimm.sweep.sampling)."""
+        if self.is_grid:
+            return
+        sampler = sampler_for_trial(
+            self.sampler_config, self.plan.n_jobs, study.study_name, trial.number
+        )
+        if sampler is not None:
+            study.sampler = sampler
 
     def _warn_on_changed_settings(self, study: optuna.Study, fixed: dict[str, Any]) -> None:
         earlier = [t for t in study.get_trials(deepcopy=False) if ATTR_FIXED in t.user_attrs]

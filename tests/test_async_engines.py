@@ -1,0 +1,221 @@
+"""Asynchronous trials on every engine: one submitit job / Ray task per trial, and a new
+trial as soon as any ends (autotimm.sweep.runners, runners_submitit, runners_ray).
+
+The submitit tests run real sweeps through hydra-submitit-launcher's local executor (real
+separate processes). In each, the slow trial 0 ends only once trial 2 started (or after a
+time-out): with batches of two, trial 2 would start only after trial 0 ended, and the
+start/finish times would show it. Ray is not installed here: its runner is chosen for the
+Ray launcher's class and names the extra to install.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from lightning.pytorch.callbacks import Callback
+
+from autotimm.devices import JOBLIB, LOCAL, REMOTE, DevicePlan
+from autotimm.results import read_record
+from autotimm.sweep import runners
+from tests.conftest import ROOT
+from tests.test_sweeps import TINY, load_study, sweep, sweep_dir
+
+GATE_TIMEOUT_S = 120  # how long the slow trial waits for trial 2 before it gives up
+
+
+# -- which runner for which launcher -----------------------------------------------------
+
+
+def submitit_launcher(compose, *overrides: str) -> Any:
+    """hydra-submitit-launcher's launcher from the project's composed config."""
+    from hydra.utils import instantiate
+
+    cfg = compose(["+sweeps=quick", *overrides])
+    launcher = instantiate(cfg.hydra.launcher)
+    launcher.config = cfg  # what Hydra's setup() gives it
+    return launcher
+
+
+def test_submitit_launchers_get_one_job_per_trial_from_their_own_config(compose, tmp_path):
+    from hydra_plugins.hydra_submitit_launcher.submitit_launcher import LocalLauncher
+
+    launcher = submitit_launcher(
+        compose, "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=7"
+    )
+    assert isinstance(launcher, LocalLauncher)
+    runner = runners.make_runner(DevicePlan(n_jobs=2, launcher=LOCAL), launcher)
+    from autotimm.sweep.runners_submitit import SubmititRunner
+
+    assert isinstance(runner, SubmititRunner) and runner.running == 0
+    executor = runner._executor._executor  # submitit's LocalExecutor, from the launcher's keys
+    assert type(executor).__name__ == "LocalExecutor"
+    assert executor.parameters["timeout_min"] == 7
+    assert str(executor.folder).endswith(".submitit/%j")
+
+
+def test_a_bad_launcher_key_fails_before_any_trial(compose):
+    launcher = submitit_launcher(compose, "hydra/launcher=submitit_local", "hydra.launcher.nodes=2")
+    with pytest.raises(ValueError, match="LocalExecutor can use only one node"):
+        runners.make_runner(DevicePlan(n_jobs=2, launcher=LOCAL), launcher)
+
+
+def test_joblib_and_the_basic_launcher_keep_their_runners():
+    from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher
+
+    basic = runners.LauncherRunner
+    assert isinstance(runners.make_runner(DevicePlan(n_jobs=1), JoblibLauncher()), basic)
+    assert isinstance(runners.make_runner(DevicePlan(n_jobs=2), object()), basic)
+
+
+def ray_launcher_class() -> type:
+    """hydra-ray-launcher's RayLauncher, or a stand-in of that name where it is missing."""
+    if importlib.util.find_spec("hydra_plugins.hydra_ray_launcher") is not None:
+        from hydra_plugins.hydra_ray_launcher.ray_launcher import RayLauncher
+
+        return RayLauncher
+    return type("RayLauncher", (), {"__module__": "hydra_plugins.hydra_ray_launcher.ray_launcher"})
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ray") is not None, reason="Ray is installed")
+def test_ray_launcher_without_ray_names_the_extra_to_install():
+    launcher = ray_launcher_class()()
+    with pytest.raises(ImportError, match=r"pip install 'autotimm\[ray\]'") as raised:
+        runners.make_runner(DevicePlan(n_jobs=2, launcher=REMOTE), launcher)
+    assert "RayLauncher runs trials as Ray tasks" in str(raised.value)
+
+
+# -- asynchronous submission, end to end ---------------------------------------------------
+
+APP = '''
+"""A sweep's task that only records when it ran: trial 0 ends once trial 2 started."""
+import json, os, time
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+
+from autotimm.resolvers import register_resolvers
+
+register_resolvers()
+
+
+@hydra.main(version_base="1.3", config_path=CONF, config_name="config")
+def main(cfg):
+    out = Path(HydraConfig.get().runtime.output_dir)
+    started = time.time()
+    (out / "started").write_text(str(started))
+    waited = False
+    if cfg.sweep.trial == 0:
+        successor, deadline = out.parent / "trial_0002" / "started", started + TIMEOUT
+        while not successor.exists() and time.time() < deadline:
+            time.sleep(0.1)
+        waited = successor.exists()
+    times = dict(trial=cfg.sweep.trial, started=started, finished=time.time(), pid=os.getpid(),
+                 saw_successor=waited)
+    (out / "times.json").write_text(json.dumps(times))
+    return float(cfg.sweep.trial)
+
+
+if __name__ == "__main__":
+    main()
+'''
+
+
+def spans_overlap(spans: list[tuple[float, float]]) -> int:
+    """The most spans running at one moment."""
+    events = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
+    most = now = 0
+    for _, step in events:
+        now += step
+        most = max(most, now)
+    return most
+
+
+def test_submitit_trials_start_as_soon_as_any_trial_ends(tmp_path):
+    """3 trials, 2 at once, each its own submitit-local job: trial 2 starts when trial 1
+    ends, while trial 0 still runs."""
+    app = tmp_path / "app.py"
+    app.write_text(
+        APP.replace("CONF", repr(str(ROOT / "conf"))).replace("TIMEOUT", str(GATE_TIMEOUT_S))
+    )
+    overrides = ["+sweeps=quick", "hydra/launcher=submitit_local", "sweep.n_jobs=2"]
+    environ = dict(os.environ, AUTOTIMM_OUTPUT_DIR=str(tmp_path / "outputs"))
+    proc = subprocess.run(
+        [sys.executable, str(app), "-m", *overrides, "hydra.sweeper.n_trials=3"],
+        cwd=tmp_path,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    folder = sweep_dir(tmp_path, "quick")
+    times = {
+        t["trial"]: t
+        for t in (json.loads(p.read_text()) for p in folder.glob("trial_*/times.json"))
+    }
+    assert sorted(times) == [0, 1, 2]
+    assert times[0]["saw_successor"], "trial 2 started only after trial 0 ended"
+    assert times[1]["finished"] <= times[2]["started"] < times[0]["finished"]
+    assert spans_overlap([(t["started"], t["finished"]) for t in times.values()]) == 2
+    assert len({t["pid"] for t in times.values()}) == 3  # one job (process) per trial
+    assert len(list((folder / ".submitit").iterdir())) == 3
+    study = load_study(folder, "quick")
+    assert {t.number: t.value for t in study.get_trials()} == {0: 0.0, 1: 1.0, 2: 2.0}
+
+
+class WaitForTrial(Callback):
+    """A Lightning callback for the test below: trial `trial` starts training only once
+    trial `successor` has started (its run directory exists), or after `timeout_s`."""
+
+    def __init__(self, trial: int, successor: int, timeout_s: float) -> None:
+        self.trial, self.successor, self.timeout_s = trial, successor, timeout_s
+
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        import time
+
+        from hydra.core.hydra_config import HydraConfig
+
+        out = Path(HydraConfig.get().runtime.output_dir)
+        if out.name != f"trial_{self.trial:04d}":
+            return
+        successor = out.parent / f"trial_{self.successor:04d}" / ".hydra"
+        deadline = time.time() + self.timeout_s
+        while not successor.is_dir() and time.time() < deadline:
+            time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_submitit_sweep_of_real_trials_is_asynchronous(tmp_path):
+    """train.py trials through submitit-local, 2 at once: trial 1's successor (trial 2)
+    starts before trial 0, which waits for it, ends (read from the trials' run records)."""
+    gate = "tests.test_async_engines.WaitForTrial"
+    sweep(
+        tmp_path,
+        "+sweeps=quick",
+        "hydra/launcher=submitit_local",
+        "sweep.n_jobs=2",
+        "hydra.sweeper.n_trials=3",
+        *TINY,
+        f"+callbacks.gate._target_={gate}",
+        "+callbacks.gate.trial=0",
+        "+callbacks.gate.successor=2",
+        f"+callbacks.gate.timeout_s={GATE_TIMEOUT_S}",
+        env={"PYTHONPATH": str(ROOT)},  # the trial processes import the gate from tests/
+    )
+    folder = sweep_dir(tmp_path, "quick")
+    records = {n: read_record(folder / f"trial_{n:04d}") for n in range(3)}
+    spans = {n: (r.sweep.started_at, r.sweep.finished_at) for n, r in records.items()}
+    assert all(r.status == "completed" for r in records.values())
+    assert spans[1][1] <= spans[2][0] < spans[0][1], spans
+    assert spans_overlap(list(spans.values())) == 2
+    assert len({r.sweep.worker_pid for r in records.values()}) == 3
+    states = [t.state.name for t in load_study(folder, "quick").get_trials()]
+    assert states == ["COMPLETE"] * 3

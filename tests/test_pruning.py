@@ -1,0 +1,115 @@
+"""Pruning: real sweeps on real data (sklearn digits) with real Optuna studies on SQLite.
+
+A threshold pruner stops trials of a hopeless learning rate (1e-8: nothing is learnt)
+after their second epoch; the good learning rate trains to the end. Trials run in loky
+worker processes (2 simulated GPUs), so every report reaches the trial's Optuna trial
+through the storage, as it would from a SLURM job or another machine.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from autotimm.results import read_record
+from tests.test_sweeps import _wandb_inspect, load_study, sweep, sweep_dir
+
+GOOD, HOPELESS = 0.003, (1e-8, 2e-8)
+MAX_EPOCHS = 4
+# a trial: digits at 32 px, a tiny timm model, 256 images per split
+PRUNING_SWEEP = [
+    "+sweeps=quick",
+    "sweep.name=prune",
+    "hydra.sweeper.n_trials=3",
+    "hydra.sweeper.params={optimizer.lr: 'choice(0.003, 1e-8, 2e-8)'}",
+    # the good lr first (it runs alone to the end), then the two hopeless ones
+    "sweep.enqueue=[{optimizer: {lr: 0.003}}, {optimizer: {lr: 1e-8}}, {optimizer: {lr: 2e-8}}]",
+    "hydra/sweeper/pruner=threshold",
+    "hydra.sweeper.pruner.lower=0.2",  # val/accuracy; 10 classes: 0.1 is chance
+    "hydra.sweeper.pruner.n_warmup_steps=1",  # judged from the 2nd epoch on
+    "regularization=none",
+    "data=digits",
+    "data.limit=256",
+    "data.batch_size=32",
+    "data.image_size=32",
+    "backbone.model_name=test_efficientnet",
+    "metrics=minimal",
+    "logger=default",  # CSV + W&B (offline)
+    "callbacks=quiet",
+    "print_config=false",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+    "trainer.num_sanity_val_steps=0",
+    f"trainer.max_epochs={MAX_EPOCHS}",
+    "test=false",
+]
+
+
+@pytest.fixture(scope="module")
+def pruned_sweep(tmp_path_factory) -> tuple[Path, object]:
+    tmp_path = tmp_path_factory.mktemp("pruning")
+    sweep(tmp_path, *PRUNING_SWEEP, env={"AUTOTIMM_SIMULATE_GPUS": "2"})
+    folder = sweep_dir(tmp_path, "prune")
+    return folder, load_study(folder, "prune")
+
+
+def _trials(study) -> dict[str, list]:
+    by_state: dict[str, list] = {}
+    for trial in study.get_trials():
+        by_state.setdefault(trial.state.name, []).append(trial)
+    return by_state
+
+
+def test_hopeless_trials_are_pruned_with_their_intermediate_values(pruned_sweep):
+    folder, study = pruned_sweep
+    states = _trials(study)
+    assert [t.params["optimizer.lr"] for t in states["COMPLETE"]] == [GOOD]
+    assert len(states["PRUNED"]) == 2 and "FAIL" not in states
+    for trial in states["PRUNED"]:
+        assert trial.params["optimizer.lr"] in HOPELESS
+        # reported by the trial process itself: one value per validation epoch
+        assert sorted(trial.intermediate_values) == [0, 1]
+        assert trial.intermediate_values[1] < 0.2
+    (good,) = states["COMPLETE"]
+    assert sorted(good.intermediate_values) == list(range(MAX_EPOCHS))
+    assert study.trials[0].params["optimizer.lr"] == GOOD  # enqueued: ran first
+    summary = (folder / "optimization_results.yaml").read_text()
+    assert "pruned: 2" in summary and "failed: 0" in summary
+
+
+def test_pruned_trials_record_where_they_stopped_and_keep_checkpoints(pruned_sweep):
+    folder, study = pruned_sweep
+    for trial in _trials(study)["PRUNED"]:
+        run_dir = folder / f"trial_{trial.number:04d}"
+        record = read_record(run_dir)
+        assert record.status == "pruned" and record.failure is None
+        assert record.pruned.epoch == 1
+        assert record.pruned.value == pytest.approx(trial.intermediate_values[1])
+        assert record.epochs == 2 < MAX_EPOCHS  # trained 2 of 4 epochs
+        assert record.test == {}  # a pruned trial is not tested
+        assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+        assert record.sweep.trial == trial.number
+
+
+def test_pruned_trial_frees_its_gpu_for_the_next_trial(pruned_sweep):
+    """2 (simulated) GPUs: the third trial starts when a pruned one stops, not when the
+    long one ends."""
+    folder, study = pruned_sweep
+    records = {t.number: read_record(folder / f"trial_{t.number:04d}") for t in study.trials}
+    long_run = records[0]
+    first_pruned, successor = records[1], records[2]
+    assert successor.sweep.started_at >= first_pruned.sweep.finished_at - 1.0
+    assert successor.sweep.started_at < long_run.sweep.finished_at
+    assert successor.gpu == first_pruned.gpu != long_run.gpu
+
+
+def test_pruned_wandb_run_is_tagged_and_finished(pruned_sweep):
+    folder, study = pruned_sweep
+    pruned = _trials(study)["PRUNED"][0]
+    (path,) = (folder / f"trial_{pruned.number:04d}" / "wandb").glob("offline-run-*/run-*.wandb")
+    run = json.loads(_wandb_inspect(path, "--summary", "--json"))
+    assert "pruned" in run["tags"]
+    assert run["summary"]["status"] == "pruned" and run["summary"]["pruned_epoch"] == 1
+    assert run["exit_code"] == 0  # finished cleanly, not failed
