@@ -154,6 +154,8 @@ def _measuring(model: nn.Module, device: torch.device) -> Iterator[None]:
         model.to(home)
         for module, training in flags:
             module.training = training
+        if device.type == "cuda":
+            torch.cuda.empty_cache()  # the throughput batch's memory goes back to the run
 
 
 @contextmanager

@@ -73,7 +73,8 @@ def test_compiled_and_channels_last_models():
     model = tiny().to(memory_format=torch.channels_last)
     model.compile(backend="eager")  # in place, like autotimm.compose.prepare_model
     compiled_call = model._compiled_call_impl
-    cost = measure_cost(model, SMALL, "cpu", **QUICK)
+    # one batch size: one compile (a second size would compile again)
+    cost = measure_cost(model, SMALL, "cpu", throughput_batch=1, budget_s=0.05)
     assert cost.gflops == plain.gflops and cost.latency_ms and cost.throughput_img_s
     assert model._compiled_call_impl is compiled_call  # still compiled
     assert model.conv1[0].weight.is_contiguous(memory_format=torch.channels_last)

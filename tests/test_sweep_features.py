@@ -1,0 +1,206 @@
+"""Sweep sampling and configuration, on real Optuna studies in SQLite (no training):
+per-trial seeds, two processes started together, constant liar, enqueue, warm starts, and
+every pruner option of hydra/sweeper/pruner."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import warnings
+
+import optuna
+import pytest
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from autotimm.sweep.sampling import (
+    ATTR_ENQUEUED,
+    build_sampler,
+    enqueue,
+    sampler_for_trial,
+    trial_seed,
+    warm_start,
+)
+from tests.conftest import ROOT
+
+TPE = {"_target_": "optuna.samplers.TPESampler", "seed": 42, "constant_liar": None}
+LR = optuna.distributions.LogUniformDistribution(1e-5, 1e-1)
+
+
+def _study(tmp_path, name="s", direction="maximize"):
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.create_study(
+        study_name=name,
+        storage=f"sqlite:///{tmp_path / 'study.db'}",
+        direction=direction,
+        load_if_exists=True,
+    )
+
+
+def test_trial_seeds_are_stable_and_distinct():
+    assert trial_seed(42, "s", 3) == trial_seed(42, "s", 3)
+    seeds = {trial_seed(42, "s", n) for n in range(200)}
+    assert len(seeds) == 200
+    assert trial_seed(42, "s", 0) != trial_seed(42, "other", 0)
+    assert trial_seed(42, "s", 0) != trial_seed(43, "s", 0)
+
+
+def test_constant_liar_is_on_with_parallel_trials():
+    config = OmegaConf.create(TPE)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert build_sampler(config, n_jobs=2)._constant_liar is True
+        assert build_sampler(config, n_jobs=1)._constant_liar is False
+        forced = OmegaConf.create({**TPE, "constant_liar": False})
+        assert build_sampler(forced, n_jobs=4)._constant_liar is False
+    random = OmegaConf.create({"_target_": "optuna.samplers.RandomSampler", "seed": 1})
+    assert isinstance(build_sampler(random, n_jobs=4), optuna.samplers.RandomSampler)
+
+
+DRAW = textwrap.dedent(
+    """
+    import sys, time
+    import optuna
+    from omegaconf import OmegaConf
+    from autotimm.sweep.sampling import sampler_for_trial
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage, start, per_trial = sys.argv[1], float(sys.argv[2]), sys.argv[3] == "1"
+    config = OmegaConf.create({"_target_": "optuna.samplers.TPESampler", "seed": 42})
+    sampler = optuna.samplers.TPESampler(seed=42)
+    study = optuna.load_study(study_name="s", storage=storage, sampler=sampler)
+    time.sleep(max(0.0, start - time.time()))  # both processes ask at the same moment
+    trial = study.ask()
+    if per_trial:
+        study.sampler = sampler_for_trial(config, 2, "s", trial.number)
+    print(trial.suggest_float("lr", 1e-5, 1e-1, log=True))
+    """
+)
+
+
+def _draw_together(tmp_path, per_trial: bool) -> list[str]:
+    import time
+
+    _study(tmp_path)  # created once, empty: both processes see 0 trials
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    start = time.time() + 3.0
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", DRAW, storage, str(start), "1" if per_trial else "0"],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in outs]
+    return [out.strip() for out, _ in outs]
+
+
+def test_two_processes_started_together_draw_different_values(tmp_path):
+    first, second = _draw_together(tmp_path, per_trial=True)
+    assert first != second
+
+
+def test_one_seed_for_the_sampler_alone_would_repeat_values(tmp_path):
+    """Why per-trial seeds: two processes with one seeded sampler draw the same value."""
+    first, second = _draw_together(tmp_path, per_trial=False)
+    assert first == second
+
+
+def test_unseeded_sampler_keeps_the_studys_own():
+    config = OmegaConf.create({"_target_": "optuna.samplers.RandomSampler", "seed": None})
+    assert sampler_for_trial(config, 1, "s", 0) is None
+
+
+def test_enqueued_configurations_run_first_once(tmp_path, caplog):
+    study = _study(tmp_path)
+    configurations = [{"optimizer": {"lr": 0.001}}, {"optimizer.lr": 0.01, "not.swept": 1}]
+    assert enqueue(study, configurations, ["optimizer.lr"]) == 2
+    assert "not.swept" in caplog.text  # left out, with a warning naming it
+    assert enqueue(study, configurations, ["optimizer.lr"]) == 0  # a rerun repeats none
+    assert len(study.user_attrs[ATTR_ENQUEUED]) == 2
+    drawn = []
+    for _ in range(2):
+        trial = study.ask()
+        drawn.append(trial.suggest_float("optimizer.lr", 1e-5, 1e-1, log=True))
+        study.tell(trial, 0.5)
+    assert drawn == [0.001, 0.01]
+
+
+def _source_sweep(tmp_path):
+    folder = tmp_path / "sweeps" / "small"
+    folder.mkdir(parents=True)
+    source = optuna.create_study(
+        study_name="small", storage=f"sqlite:///{folder / 'study.db'}", direction="maximize"
+    )
+    for lr, value in [(1e-4, 0.5), (1e-3, 0.9), (1e-2, 0.7), (1e-1, 0.1)]:
+        source.add_trial(
+            optuna.trial.create_trial(
+                params={"optimizer.lr": lr}, distributions={"optimizer.lr": LR}, value=value
+            )
+        )
+    return folder
+
+
+def test_warm_start_runs_the_other_studys_best_trials_first(tmp_path):
+    folder = _source_sweep(tmp_path)
+    study = _study(tmp_path, name="big")
+    settings = {"warm_start_from": str(folder), "warm_start_top_k": 2, "enqueue": []}
+    assert warm_start(study, settings, None, ["optimizer.lr"]) == 2
+    drawn = []
+    for _ in range(2):
+        trial = study.ask()
+        drawn.append(trial.suggest_float("optimizer.lr", 1e-5, 1e-1, log=True))
+        study.tell(trial, 0.0)
+    assert drawn == [1e-3, 1e-2]  # best first
+    # by study name on the same storage
+    storage = f"sqlite:///{folder / 'study.db'}"
+    other = optuna.create_study(study_name="other", storage=storage, direction="maximize")
+    assert (
+        warm_start(
+            other, {"warm_start_from": "small", "warm_start_top_k": 1}, storage, ["optimizer.lr"]
+        )
+        == 1
+    )
+
+
+def test_warm_start_from_a_bad_source_names_it(tmp_path):
+    study = _study(tmp_path)
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    with pytest.raises(ValueError, match=r"warm_start_from='nope'.*studies there: \['s'\]"):
+        warm_start(study, {"warm_start_from": "nope"}, storage, ["optimizer.lr"])
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ValueError, match="has no study.db"):
+        warm_start(study, {"warm_start_from": str(empty)}, storage, ["optimizer.lr"])
+
+
+PRUNERS = {
+    "none": optuna.pruners.NopPruner,
+    "median": optuna.pruners.MedianPruner,
+    "percentile": optuna.pruners.PercentilePruner,
+    "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
+    "hyperband": optuna.pruners.HyperbandPruner,
+    "threshold": optuna.pruners.ThresholdPruner,
+    "patient": optuna.pruners.PatientPruner,
+}
+
+
+@pytest.mark.parametrize("name", sorted(PRUNERS))
+def test_every_pruner_option_builds_its_optuna_pruner(compose, name):
+    overrides = ["+sweeps=quick", f"hydra/sweeper/pruner={name}"]
+    if name == "threshold":
+        overrides.append("hydra.sweeper.pruner.lower=0.2")
+    node = compose(overrides).hydra.sweeper.pruner
+    first_line = (ROOT / "conf/hydra/sweeper/pruner" / f"{name}.yaml").read_text().splitlines()[0]
+    assert first_line.startswith("# Optuna pruner:")  # each file says what it does
+    assert isinstance(instantiate(node), PRUNERS[name])
+
+
+def test_sweeps_choose_a_pruner(compose):
+    for name in ("quick", "lr_mixup_ls"):
+        node = compose([f"+sweeps={name}"]).hydra.sweeper.pruner
+        assert node._target_ == "optuna.pruners.MedianPruner", name
