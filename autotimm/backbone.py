@@ -120,6 +120,15 @@ def _hub_offline_when_unreachable():
         yield True
 
 
+def output_features(backbone: nn.Module) -> int:
+    """The width of a headless timm backbone's output (what the head takes).
+
+    Usually `num_features`; models with a pre-logits stage after pooling (MobileNetV3's
+    conv_head: 960 pooled -> 1280 out) say so in `head_hidden_size`.
+    """
+    return int(getattr(backbone, "head_hidden_size", None) or backbone.num_features)
+
+
 def create_backbone(config: BackboneConfig) -> nn.Module:
     """Build the headless timm backbone (`num_classes=0`: pooled `num_features` out).
 

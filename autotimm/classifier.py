@@ -10,7 +10,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from autotimm.backbone import BackboneConfig, as_backbone_config, create_backbone
+from autotimm.backbone import (
+    BackboneConfig,
+    as_backbone_config,
+    create_backbone,
+    output_features,
+)
 from autotimm.checks import ConfigValueError, under
 from autotimm.heads import ClassificationHead
 from autotimm.logging_config import LoggingConfig
@@ -108,7 +113,9 @@ class ImageClassifier(L.LightningModule):
         hp = self.hparams
         self.freeze_backbone = bool(hp.freeze_backbone)
         self.backbone = create_backbone(backbone_config)
-        self.head = ClassificationHead(self.backbone.num_features, hp.num_classes, hp.head_dropout)
+        self.head = ClassificationHead(
+            output_features(self.backbone), hp.num_classes, hp.head_dropout
+        )
         self.criterion = nn.CrossEntropyLoss(label_smoothing=hp.label_smoothing)
         self.mixer = (
             BatchMixer(hp.num_classes, hp.mixup_alpha, hp.cutmix_alpha, hp.label_smoothing)

@@ -116,8 +116,10 @@ def validate_groups(cfg: DictConfig) -> None:
     Call it before the data is instantiated; Hydra's InstantiationException is unwrapped
     so the message is the short one.
     """
+    from autotimm.objectives import objective_specs
     from autotimm.optim_check import ArgKeys, check_optimization
 
+    objective_specs(cfg.get("optimized_metric"), cfg.get("optimized_mode", "max"))
     built: dict[str, Any] = {}
     for group in GROUPS:
         node = cfg.get(group)

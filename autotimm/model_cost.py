@@ -18,11 +18,12 @@ import statistics
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 from torch import nn
+
+from autotimm.results import ModelCost
 
 log = logging.getLogger(__name__)
 
@@ -33,20 +34,6 @@ _AUTOCAST = {
     "bf16": torch.bfloat16,
     "16": torch.float16,
 }
-
-
-@dataclass
-class ModelCost:
-    """What a model costs at inference: millions of parameters, GFLOPs per image (2 flops
-    per multiply-add), batch-1 latency in ms and images per second at a larger batch."""
-
-    params_m: float
-    gflops: float | None = None
-    latency_ms: float | None = None
-    throughput_img_s: float | None = None
-
-    def to_dict(self) -> dict[str, float | None]:
-        return asdict(self)
 
 
 def autocast_dtype(precision: Any) -> torch.dtype | None:

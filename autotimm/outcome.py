@@ -17,6 +17,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from autotimm.devices import current_claim, device_description
+from autotimm.objectives import objective_specs
 from autotimm.results import Objective, Pruned, RunRecord, SweepInfo
 from autotimm.user_errors import UserError
 
@@ -39,19 +40,30 @@ def run_dir_and_overrides() -> tuple[Path, list[str]]:
     return Path(hc.runtime.output_dir), list(hc.overrides.task)
 
 
-def find_objective(cfg: DictConfig, history: Any, trainer: Any) -> tuple[float, dict[str, Any]]:
-    """(objective value, the best epoch's validation row) for `optimized_metric`."""
-    name = cfg.optimized_metric
-    best = history.best(name, cfg.get("optimized_mode", "max")) or {}
-    value = best.get(name)
-    if value is None and name in trainer.callback_metrics:
-        value = float(trainer.callback_metrics[name])
-    if value is None:
-        raise UserError(
-            f"optimized_metric={name!r} was never logged; "
-            f"logged: {sorted(trainer.callback_metrics)}"
-        )
-    return float(value), best
+def best_epoch(cfg: DictConfig, history: Any) -> dict[str, Any]:
+    """The best validation epoch's row by the first objective (the last epoch when that
+    objective is not a per-epoch metric, e.g. model/latency_ms)."""
+    spec = objective_specs(cfg.optimized_metric, cfg.get("optimized_mode", "max"))[0]
+    return history.best(spec.name, spec.mode) or {}
+
+
+def add_objectives(record: RunRecord, cfg: DictConfig, trainer: Any) -> RunRecord:
+    """Fill the record's objective(s) from its own numbers (`RunRecord.value`)."""
+    found = []
+    for spec in objective_specs(cfg.optimized_metric, cfg.get("optimized_mode", "max")):
+        value = record.value(spec.name)
+        if value is None and spec.name in trainer.callback_metrics:
+            value = float(trainer.callback_metrics[spec.name])
+        if value is None:
+            raise UserError(
+                f"optimized_metric={spec.name!r} is neither logged nor in the run record; "
+                f"logged: {sorted(trainer.callback_metrics)}; the record also has model/..., "
+                "epochs, wall_time_s, train_images_per_s"
+            )
+        found.append(Objective(spec.name, value, spec.mode))
+    record.objective = found[0]
+    record.objectives = found if len(found) > 1 else []
+    return record
 
 
 def metric_values(metrics: dict[str, Any], prefix: str) -> dict[str, float | None]:
@@ -84,29 +96,48 @@ def sweep_info(cfg: DictConfig) -> SweepInfo | None:
     return info
 
 
-def objective_of(cfg: DictConfig, value: float | None = None) -> Objective:
-    return Objective(cfg.get("optimized_metric"), value, cfg.get("optimized_mode", "max"))
+def objective_of(cfg: DictConfig) -> Objective:
+    """The (first) objective without a value, for runs that did not finish."""
+    try:
+        spec = objective_specs(cfg.get("optimized_metric"), cfg.get("optimized_mode", "max"))[0]
+    except ValueError:  # the objective itself was the bad value
+        return Objective(str(cfg.get("optimized_metric")), None, "max")
+    return Objective(spec.name, None, spec.mode)
+
+
+def measured_cost(cfg: DictConfig, model: Any, trainer: Any, datamodule: Any) -> Any:
+    """The trained model's cost on the run's device (None with `measure_cost=false`)."""
+    if not cfg.get("measure_cost", True):
+        return None
+    from autotimm.model_cost import autocast_dtype, measure_cost
+
+    return measure_cost(
+        model,
+        tuple(datamodule.data_config["input_size"]),
+        trainer.strategy.root_device,  # Lightning's teardown moved the model to the CPU
+        autocast=autocast_dtype(trainer.precision),
+    )
 
 
 def trained_record(
     cfg: DictConfig,
     trainer: Any,
+    model: Any,
     datamodule: Any,
-    objective: tuple[float, dict[str, Any]],
+    best: dict[str, Any],
     test_metrics: dict[str, float | None],
     started: float,
     pruned: Pruned | None = None,
 ) -> RunRecord:
     """The record of a run that trained: completed (and tested), or pruned by its sweep."""
-    value, best = objective
     run_dir, overrides = run_dir_and_overrides()
     checkpoint = trainer.checkpoint_callback
     best_path = (checkpoint.best_model_path if checkpoint is not None else "") or None
     throughput = next((c for c in trainer.callbacks if hasattr(c, "images_per_s")), None)
     images_per_s = getattr(throughput, "images_per_s", None)
-    return RunRecord(
+    record = RunRecord(
         status="pruned" if pruned is not None else "completed",
-        objective=objective_of(cfg, value),
+        objective=objective_of(cfg),  # filled in by add_objectives
         run_dir=str(run_dir),
         overrides=overrides,
         wall_time_s=round(time.time() - started, 2),
@@ -122,9 +153,12 @@ def trained_record(
         batch_size=int(datamodule.batch_size),
         compile=bool(cfg.get("compile")),
         pruned=pruned,
+        # pruned trials are not measured: multi-objective studies cannot prune
+        model=None if pruned else measured_cost(cfg, model, trainer, datamodule),
         sweep=sweep_info(cfg),
         **device_description(),
     )
+    return add_objectives(record, cfg, trainer)
 
 
 _INNER_ERROR = re.compile(r"\b(\w+(?:Error|Exception|Interrupt)): (.+?)(?: -{4,}|$)")

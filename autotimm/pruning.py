@@ -83,11 +83,14 @@ def pruning_callback(cfg: Any) -> OptunaPruning | None:
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
+    from autotimm.objectives import objective_specs
     from autotimm.outcome import hydra_config, in_multirun
 
     sweep = cfg.get("sweep") or {}
     if not in_multirun() or sweep.get("trial") is None:
         return None
+    if len(objective_specs(cfg.optimized_metric, cfg.get("optimized_mode", "max"))) > 1:
+        return None  # Optuna prunes single-objective studies only
     sweeper = hydra_config().sweeper
     pruner = OmegaConf.select(sweeper, "pruner")
     storage = OmegaConf.select(sweeper, "storage")

@@ -33,6 +33,18 @@ def run_name(override_dirname: str | None) -> str:
     return name[:120] if name else "default"
 
 
+def _first_objective(value):
+    from autotimm.objectives import first
+
+    return first(value)
+
+
+def _directions(mode):
+    from autotimm.objectives import directions
+
+    return directions(mode)
+
+
 def register_resolvers() -> None:
     """Register once; safe to call again (tests compose configs many times)."""
     resolvers = {
@@ -42,6 +54,9 @@ def register_resolvers() -> None:
         "autotimm.wandb_offline": wandb_offline,
         "autotimm.run_name": run_name,
         "autotimm.pid": os.getpid,
+        # optimized_metric/optimized_mode may be lists (multi-objective sweeps)
+        "autotimm.first": _first_objective,
+        "autotimm.directions": _directions,
     }
     # cached: a joblib worker resolving the sweep dir again must get the launcher's pid
     cached = {"autotimm.pid"}

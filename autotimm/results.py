@@ -48,6 +48,21 @@ class Pruned:
 
 
 @dataclass
+class ModelCost:
+    """What a model costs at inference (autotimm.model_cost): millions of parameters,
+    GFLOPs per image (2 flops per multiply-add), batch-1 latency in ms and images per
+    second at a larger batch. Any of them can be a sweep objective (`model/latency_ms`)."""
+
+    params_m: float | None = None
+    gflops: float | None = None
+    latency_ms: float | None = None
+    throughput_img_s: float | None = None
+
+    def to_dict(self) -> dict[str, float | None]:
+        return asdict(self)
+
+
+@dataclass
 class SweepInfo:
     """A sweep trial's bookkeeping (absent for single runs)."""
 
@@ -67,9 +82,10 @@ class RunRecord:
     """One run's outcome, as written to `<run dir>/results.json`."""
 
     status: Status
-    objective: Objective
+    objective: Objective  # the (first) objective
     run_dir: str
     overrides: list[str] = field(default_factory=list)  # the command line's overrides
+    objectives: list[Objective] = field(default_factory=list)  # all, when several
     wall_time_s: float | None = None
     device: str | None = None  # "cpu" or the CUDA device's name
     gpu: str | None = None  # the physical GPU id (as CUDA_VISIBLE_DEVICES names it)
@@ -91,6 +107,7 @@ class RunRecord:
     failure: str | None = None  # `ErrorType: message`, one line
     traceback: str | None = None  # the last frames
     pruned: Pruned | None = None
+    model: ModelCost | None = None  # the trained model's cost (measure_cost=true)
     sweep: SweepInfo | None = None
 
     def __post_init__(self) -> None:
@@ -101,10 +118,22 @@ class RunRecord:
     def objective_value(self) -> float | None:
         return self.objective.value
 
+    def value(self, name: str) -> float | None:
+        """Any number of the record by name: `val/accuracy`, `test/loss`,
+        `model/latency_ms`, `epochs`, `wall_time_s`, ... (None when absent)."""
+        section, _, key = name.partition("/")
+        if section in ("val", "test"):
+            found = (self.val if section == "val" else self.test).get(name)
+        elif section == "model" and key:
+            found = getattr(self.model, key, None) if self.model else None
+        else:
+            found = getattr(self, name, None) if not key else None
+        return float(found) if isinstance(found, (int, float)) and found is not True else None
+
     def to_dict(self) -> dict[str, Any]:
-        """The JSON form (sweep/pruned left out when absent)."""
+        """The JSON form (sweep, pruned and model left out when absent)."""
         data = asdict(self)
-        for key in ("sweep", "pruned"):
+        for key in ("sweep", "pruned", "model"):
             if data[key] is None:
                 del data[key]
         return data
@@ -117,10 +146,15 @@ class RunRecord:
         try:
             known = _known(cls, data)
             known["objective"] = Objective(**_known(Objective, data.get("objective") or {}))
+            known["objectives"] = [
+                Objective(**_known(Objective, item)) for item in data.get("objectives") or []
+            ]
             if data.get("sweep") is not None:
                 known["sweep"] = SweepInfo(**_known(SweepInfo, data["sweep"]))
             if data.get("pruned") is not None:
                 known["pruned"] = Pruned(**_known(Pruned, data["pruned"]))
+            if data.get("model") is not None:
+                known["model"] = ModelCost(**_known(ModelCost, data["model"]))
             known.setdefault("run_dir", "")
             return cls(**known)
         except (TypeError, AttributeError) as exc:  # a field of the wrong shape

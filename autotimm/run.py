@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 log = logging.getLogger(__name__)
 
 
-def train(cfg: DictConfig) -> float:
+def train(cfg: DictConfig) -> float | list[float]:
     """One training run. Writes the run record (results.json); returns the objective."""
     import lightning as L
     from hydra.utils import instantiate
@@ -52,17 +52,23 @@ def train(cfg: DictConfig) -> float:
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
         if trainer.interrupted:
             raise KeyboardInterrupt("training was interrupted")
-        objective, best = outcome.find_objective(cfg, history, trainer)
+        best = outcome.best_epoch(cfg, history)
         pruned = pruning.pruned if pruning is not None else None
         test = {} if pruned else _test(cfg, trainer, model, datamodule)  # pruned: not tested
         record = outcome.trained_record(
-            cfg, trainer, datamodule, (objective, best), test, started, pruned
+            cfg, trainer, model, datamodule, best, test, started, pruned
         )
         write_record(record.run_dir, record)
         summarise(loggers, record)
         failed = False
-        log.info("objective %s = %.4f (%s)", cfg.optimized_metric, objective, record.run_dir)
-        return objective
+        objectives = record.objectives or [record.objective]
+        log.info(
+            "objective %s (%s)",
+            ", ".join(f"{o.name} = {o.value:.4g}" for o in objectives),
+            record.run_dir,
+        )
+        # one float, or one per objective (multi-objective sweeps)
+        return record.objective.value if len(objectives) == 1 else [o.value for o in objectives]
     finally:
         finish_loggers(loggers, failed)
 

@@ -30,7 +30,7 @@ FASHION = Path("/usr/share/datasets/fashion-mnist")
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--pruner", default="median", help="a hydra/sweeper/pruner option")
+    p.add_argument("--pruner", default="successive_halving", help="a hydra/sweeper/pruner option")
     p.add_argument("--trials", type=int, default=16)
     p.add_argument("--epochs", type=int, default=6, help="max epochs per trial")
     p.add_argument("--limit", type=int, default=2000, help="images per split (seeded sample)")
@@ -42,7 +42,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--work-dir", default=None, help="where the sweeps write (default: temp)")
     args = p.parse_args(argv)
     if args.tiny:
-        args.trials, args.epochs, args.limit, args.model = 4, 3, 128, "test_resnet"
+        args.trials, args.epochs, args.limit, args.model = 3, 2, 64, "test_resnet"
         args.image_size = 16
     return args
 
@@ -76,16 +76,18 @@ def run_sweep(args: argparse.Namespace, pruner: str, work: Path) -> dict[str, An
     """One sweep; its best objective, epochs trained in total and wall time."""
     from autotimm.compare import find_runs
 
-    name = f"efficiency_{pruner}"
+    # one study name for both: trial n draws the same values in both sweeps (its seed is
+    # the sampler seed, the study name and n), so only the pruner differs
+    name, out = "efficiency", work / pruner
     started = time.time()
     proc = subprocess.run(
-        sweep_command(args, name, pruner, work), capture_output=True, text=True, cwd=ROOT
+        sweep_command(args, name, pruner, out), capture_output=True, text=True, cwd=ROOT
     )
     wall = time.time() - started
     if proc.returncode != 0:
         sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-4000:])
         raise SystemExit(f"the {pruner} sweep failed (exit {proc.returncode})")
-    records = [run.record for run in find_runs(work / "sweeps" / name) if run.record]
+    records = [run.record for run in find_runs(out / "sweeps" / name) if run.record]
     done = [r for r in records if r.status == "completed" and r.objective.value is not None]
     mode = done[0].objective.mode if done else "max"
     pick = max if mode == "max" else min
@@ -103,6 +105,8 @@ def run_sweep(args: argparse.Namespace, pruner: str, work: Path) -> dict[str, An
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="autotimm-sweep-eff-"))
+    if args.pruner == "none":
+        raise SystemExit("--pruner none: nothing to compare; choose a pruner")
     plain = run_sweep(args, "none", work)
     pruned = run_sweep(args, args.pruner, work)
     for row in (plain, pruned):

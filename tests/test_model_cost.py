@@ -11,7 +11,8 @@ import timm
 import torch
 
 from autotimm import model_cost
-from autotimm.model_cost import ModelCost, autocast_dtype, measure_cost
+from autotimm.model_cost import autocast_dtype, measure_cost
+from autotimm.results import ModelCost
 
 SMALL = (3, 32, 32)
 QUICK = {"throughput_batch": 4, "budget_s": 0.05}

@@ -135,3 +135,64 @@ def test_the_sweepers_n_jobs_key_is_gone(tmp_path: Path):
     )
     assert proc.returncode != 0
     assert "n_jobs" in proc.stderr and "AutotimmOptunaSweeperConf" in proc.stderr
+
+
+# -- the launcher plugins' job functions (one submitit job / Ray task per trial) -----------
+
+ENGINE_PRIVATE = re.compile(r"\._EXECUTOR\b|_launcher_util|launch_job_on_ray|BaseQueueConf")
+
+
+def test_launcher_plugin_signatures_are_checked_where_installed():
+    from importlib.util import find_spec
+
+    installed = plugin_api.installed_plugin_signatures()
+    for package, signatures in plugin_api.PLUGIN_SIGNATURES.items():
+        assert (set(signatures) <= set(installed)) == (find_spec(package) is not None), package
+    assert any("BaseSubmititLauncher.__call__" in target for target in installed)  # [dev]
+    assert plugin_api.signature_problems(installed) == []
+
+
+def test_a_changed_launcher_plugin_fails_before_any_trial(monkeypatch):
+    from hydra_plugins.hydra_submitit_launcher.submitit_launcher import LocalLauncher
+
+    package = "hydra_plugins.hydra_submitit_launcher"
+    (call,) = [t for t in plugin_api.PLUGIN_SIGNATURES[package] if t.endswith("__call__")]
+    changed = {**plugin_api.PLUGIN_SIGNATURES, package: {call: ("self", "overrides")}}
+    monkeypatch.setattr(plugin_api, "PLUGIN_SIGNATURES", changed)
+    with pytest.raises(RuntimeError, match=r"hydra_submitit_launcher that the installed") as err:
+        plugin_api.SubmititJobs(LocalLauncher())
+    assert "__call__: parameters ('self', 'sweep_overrides'" in str(err.value)
+
+
+def test_engine_internals_are_called_from_the_adapter_only():
+    sources = [*(ROOT / "autotimm").rglob("*.py"), *(ROOT / "hydra_plugins").rglob("*.py")]
+    adapter = ROOT / "autotimm" / "sweep" / "plugin_api.py"
+    offenders = [
+        f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
+        for path in sources
+        if path != adapter
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if ENGINE_PRIVATE.search(line)
+    ]
+    assert offenders == []
+    assert ENGINE_PRIVATE.search(adapter.read_text())
+
+
+def test_submitit_job_is_the_launchers_own_call(tmp_path):
+    """Each trial's job runs the launcher itself (whose checkpoint() requeues the same call)."""
+    from hydra_plugins.hydra_submitit_launcher.submitit_launcher import LocalLauncher
+    from omegaconf import OmegaConf
+
+    launcher = LocalLauncher(submitit_folder=str(tmp_path / "%j"), timeout_min=5)
+    launcher.config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}})
+    jobs = plugin_api.SubmititJobs(launcher)
+    function, args = jobs.call(7, ["a=1", "hydra.sweep.subdir=trial_0007"])
+    assert function is launcher and callable(launcher.checkpoint)
+    assert args[:4] == (
+        ["a=1", "hydra.sweep.subdir=trial_0007"],
+        "hydra.sweep.dir",
+        7,
+        "job_id_for_7",
+    )
+    assert jobs.cluster == "local"
+    assert jobs.executor()._executor.parameters["timeout_min"] == 5

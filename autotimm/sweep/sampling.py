@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 ATTR_ENQUEUED = "autotimm_enqueued"  # study user attribute: configurations already queued
 TPE = "optuna.samplers.TPESampler"
+NSGA2 = "optuna.samplers.NSGAIISampler"  # multi-objective sweeps
 
 
 def trial_seed(seed: int, study_name: str | None, number: int) -> int:

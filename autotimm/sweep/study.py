@@ -41,16 +41,17 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
 from autotimm.devices import DevicePlan, plan_for_sweep
+from autotimm.objectives import objective_specs
 from autotimm.sweep import plugin_api
 from autotimm.sweep.recovery import Heartbeat, recover_interrupted
 from autotimm.sweep.runners import Outcome, make_runner
-from autotimm.sweep.sampling import build_sampler, sampler_for_trial, warm_start
+from autotimm.sweep.sampling import NSGA2, TPE, build_sampler, sampler_for_trial, warm_start
 from autotimm.sweep.storage import absolute_storage, masked
+from autotimm.sweep.summary import write_summary
 from autotimm.sweep.trials import (
     ATTR_FAILURE,
     ATTR_FIXED,
     ATTR_RUN_DIR,
-    StudyCounts,
     SweepFailedError,
     count_trials,
     failure_rate_exceeded,
@@ -114,11 +115,32 @@ class StudySweeper:
         self.plan: DevicePlan = plan_for_sweep(config)  # before the launcher reads n_jobs
         self.sampler_config = OmegaConf.select(config, "hydra.sweeper.sampler")
         self.sweep_settings = config.get("sweep") or {}  # enqueue, warm_start_from
+        specs = objective_specs(config.get("optimized_metric"), config.get("optimized_mode"))
+        self.objective_names = [spec.name for spec in specs]
+        if len(specs) > 1:
+            self._multi_objective()
         self.search = plugin_api.OptunaSearch(self.settings, config)
         self.launcher = Plugins.instance().instantiate_launcher(
             config=config, hydra_context=hydra_context, task_function=task_function
         )
         self.sweep_dir = Path(str(config.hydra.sweep.dir))
+
+    def _multi_objective(self) -> None:
+        """Several objectives: NSGA-II instead of TPE (which optimises one), no pruning
+        (Optuna prunes single-objective studies only)."""
+        if self.sampler_config is not None and self.sampler_config.get("_target_") == TPE:
+            seed = self.sampler_config.get("seed")
+            self.sampler_config = OmegaConf.create({"_target_": NSGA2, "seed": seed})
+            self.sampler = build_sampler(self.sampler_config, self.plan.n_jobs)
+            log.info("Several objectives %s: sampling with NSGA-II", self.objective_names)
+        if not isinstance(self.pruner, optuna.pruners.NopPruner):
+            log.warning(
+                "Pruning needs one objective: hydra/sweeper/pruner=%s is not used with "
+                "optimized_metric=%s",
+                type(self.pruner).__name__,
+                self.objective_names,
+            )
+            self.pruner = optuna.pruners.NopPruner()
 
     # -- the sweep ---------------------------------------------------------------------
 
@@ -139,7 +161,9 @@ class StudySweeper:
         warm_start(study, self.sweep_settings, self.storage, distributions)
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
         stopped = self._run_trials(study, distributions, fixed)
-        counts = self._summarise(study)
+        counts = write_summary(
+            study, self.storage, self.n_trials, self.objective_names, self.sweep_dir
+        )
         if stopped is None and counts.failed and not counts.complete:
             stopped = SweepFailedError(
                 f"no trial of study {study.study_name!r} completed; {counts.failed} failed: "
@@ -151,9 +175,10 @@ class StudySweeper:
     def _open_study(self, fixed: dict[str, Any]) -> optuna.Study:
         """Create or load the study; recover its interrupted trials; log where it stands."""
         directions = self.search.directions()
-        if len(directions) != 1:
+        if len(directions) != len(self.objective_names):
             raise ValueError(
-                f"autotimm sweeps optimise one objective (optimized_metric); got {directions}"
+                f"hydra.sweeper.direction={directions} does not match optimized_metric="
+                f"{self.objective_names}; leave the direction to follow optimized_mode"
             )
         self.storage = absolute_storage(self.storage)
         if self.storage is None:
@@ -298,43 +323,6 @@ class StudySweeper:
         trial.set_user_attr(ATTR_FAILURE, reason)
         _tell(study, trial, None, TrialState.FAIL)
         log.warning("Trial %d failed: %s", trial.number, reason)
-
-    def _summarise(self, study: optuna.Study) -> StudyCounts:
-        """Log the outcome and write `optimization_results.yaml` (best trial, counts, failures)."""
-        trials = study.get_trials(deepcopy=False)
-        counts = count_trials(trials)
-        failed = failures(study)
-        summary: dict[str, Any] = {"name": "optuna"}
-        if any(t.state == TrialState.COMPLETE for t in trials):
-            best = study.best_trial
-            summary.update(
-                best_params=best.params,
-                best_value=best.value,
-                best_trial=best.number,
-                best_run_dir=best.user_attrs.get(ATTR_RUN_DIR),
-            )
-            log.info("Best value: %s (trial %d)", best.value, best.number)
-            log.info("Best parameters: %s", best.params)
-        summary.update(
-            study_name=study.study_name,
-            storage=masked(self.storage),
-            direction=study.direction.name.lower(),
-            n_trials=self.n_trials,
-            trials={
-                "complete": counts.complete,
-                "failed": counts.failed,
-                "interrupted": counts.interrupted,
-                "pruned": counts.pruned,
-                "running": counts.running,
-            },
-            failures=[{"trial": n, "params": p, "reason": r} for n, p, r in failed],
-        )
-        if failed:
-            log.warning("%d failed or interrupted trial(s):", len(failed))
-            for number, params, reason in failed:
-                log.warning("  trial %d %s: %s", number, params, reason)
-        OmegaConf.save(OmegaConf.create(summary), self.sweep_dir / "optimization_results.yaml")
-        return counts
 
 
 def _tell(study: optuna.Study, trial: optuna.Trial, value: float | None, state: Any) -> None:

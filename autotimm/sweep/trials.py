@@ -80,10 +80,23 @@ def listed(found: list[tuple[int, dict[str, Any], str]]) -> str:
     return "; ".join(f"trial {number}: {reason}" for number, _, reason in found)
 
 
+def objective_values(returned: Any) -> tuple[float | list[float] | None, str | None]:
+    """(value, None), or one value per objective; (None, why) when the run returned none."""
+    many = isinstance(returned, (list, tuple))
+    try:
+        values = [float(v) for v in returned] if many else [float(returned)]
+    except (TypeError, ValueError):
+        return None, f"the run returned {returned!r}, not an objective value"
+    bad = [v for v in values if not math.isfinite(v)]
+    if bad:
+        return None, f"the objective is {bad[0]}"
+    return (values if many else values[0]), None
+
+
 def trial_value(
     ret: Any, error: BaseException | None, run_dir: str
-) -> tuple[float | None, str | None]:
-    """(objective value, None) of a completed trial, else (None, why it failed).
+) -> tuple[float | list[float] | None, str | None]:
+    """(objective value(s), None) of a completed trial, else (None, why it failed).
 
     `ret` is the job's JobReturn, or None when the launch itself failed (a worker process
     died): then the trial's own record says how far it got.
@@ -92,23 +105,16 @@ def trial_value(
         failed = plugin_api.job_error(ret)
         if failed is not None:
             return None, failure_reason(failed)
-        try:
-            value = float(ret.return_value)
-        except (TypeError, ValueError):
-            return None, f"the run returned {ret.return_value!r}, not an objective value"
-        if not math.isfinite(value):
-            return None, f"the objective is {value}"
-        return value, None
+        return objective_values(ret.return_value)
     try:
         record = read_record(run_dir)
     except RecordError:
         record = None
-    if (
-        record is not None
-        and record.status in ("completed", "pruned")
-        and record.objective_value is not None
-    ):
-        return float(record.objective_value), None
+    if record is not None and record.status in ("completed", "pruned"):
+        objectives = record.objectives or [record.objective]
+        if all(o.value is not None for o in objectives):
+            values = [float(o.value) for o in objectives]
+            return (values if record.objectives else values[0]), None
     reason = (record.failure if record else None) or failure_reason(error or RuntimeError("?"))
     return None, f"trial process died: {reason}"
 
