@@ -221,3 +221,46 @@ def test_submitit_sweep_of_real_trials_is_asynchronous(tmp_path):
     assert len({r.sweep.worker_pid for r in records.values()}) == 3
     states = [t.state.name for t in load_study(folder, "quick").get_trials()]
     assert states == ["COMPLETE"] * 3
+
+
+class HoldSecondEpoch(Callback):
+    """For the requeue test: a run that did not resume holds at the start of its second
+    epoch (the first one's last.ckpt written) until submitit's time-out signal requeues it."""
+
+    def __init__(self, hold_s: float) -> None:
+        self.hold_s = hold_s
+
+    def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+        import time
+
+        if trainer.current_epoch == 1 and trainer.ckpt_path is None:
+            deadline = time.time() + self.hold_s
+            while time.time() < deadline:
+                time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_a_timed_out_trial_is_requeued_and_resumes_from_its_last_checkpoint(tmp_path):
+    """submitit-local's time limit (1 min, signal 30 s before) hits trial 0 in its second
+    epoch: submitit requeues the same job (the launcher's checkpoint) and the trial resumes
+    from its last.ckpt in its own directory, while the sweep waits for it."""
+    sweep(
+        tmp_path,
+        "+sweeps=quick",
+        "hydra/launcher=submitit_local",
+        "hydra.launcher.timeout_min=1",
+        "hydra.sweeper.n_trials=1",
+        *TINY,
+        "trainer.max_epochs=2",
+        "+callbacks.hold._target_=tests.test_async_engines.HoldSecondEpoch",
+        "+callbacks.hold.hold_s=120",
+        env={"PYTHONPATH": str(ROOT)},
+    )
+    folder = sweep_dir(tmp_path, "quick")
+    run_dir = folder / "trial_0000"
+    record = read_record(run_dir)
+    assert record.status == "completed" and record.epochs == 2
+    (job_log,) = (folder / ".submitit").glob("*/*_0_log.err")
+    assert "Requeued job" in job_log.read_text()
+    assert "resuming from it" in (run_dir / "train.log").read_text()
+    assert [t.state.name for t in load_study(folder, "quick").get_trials()] == ["COMPLETE"]
