@@ -2,6 +2,7 @@
 
     python benchmarks/sweep_efficiency.py                  # defaults: < 25 min on 2 CPU cores
     python benchmarks/sweep_efficiency.py --pruner hyperband --trials 24
+    python benchmarks/sweep_efficiency.py --pruner median --pruner-arg n_startup_trials=3
     python benchmarks/sweep_efficiency.py --tiny           # seconds-scale check (tests)
 
 Runs `python train.py -m` twice on Fashion-MNIST (Debian's dataset-fashion-mnist, a
@@ -31,9 +32,16 @@ FASHION = Path("/usr/share/datasets/fashion-mnist")
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--pruner", default="successive_halving", help="a hydra/sweeper/pruner option")
+    p.add_argument(
+        "--pruner-arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an argument of the pruner (repeatable), e.g. --pruner-arg n_startup_trials=2",
+    )
     p.add_argument("--trials", type=int, default=16)
-    p.add_argument("--epochs", type=int, default=6, help="max epochs per trial")
-    p.add_argument("--limit", type=int, default=2000, help="images per split (seeded sample)")
+    p.add_argument("--epochs", type=int, default=5, help="max epochs per trial")
+    p.add_argument("--limit", type=int, default=1500, help="images per split (seeded sample)")
     p.add_argument("--model", default="resnet10t", help="timm model name")
     p.add_argument("--image-size", type=int, default=28)
     p.add_argument("--seed", type=int, default=7, help="the sampler's seed (both sweeps)")
@@ -56,6 +64,7 @@ def sweep_command(args: argparse.Namespace, name: str, pruner: str, out: Path) -
         "+sweeps=quick",
         f"sweep.name={name}",
         f"hydra/sweeper/pruner={pruner}",
+        *(f"hydra.sweeper.pruner.{arg}" for arg in (args.pruner_arg if pruner != "none" else [])),
         f"hydra.sweeper.n_trials={args.trials}",
         f"hydra.sweeper.sampler.seed={args.seed}",
         "hydra.sweeper.params={optimizer.lr: 'tag(log, interval(1e-5, 1e-1))'}",

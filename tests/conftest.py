@@ -1,4 +1,9 @@
-"""Shared fixtures: composing the real config tree and running the real train.py."""
+"""Shared fixtures: composing the real config tree and running the real train.py.
+
+A new interpreter costs about 6 s of imports on the test machines, so each kind of check
+keeps one real `python train.py` run (`run_train`) and its other cases run the same app in
+this process (`run_app`: composed like train.py, then `autotimm.run.main`).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -83,7 +89,7 @@ def compose(tmp_path):
     register_resolvers()
     os.environ.setdefault("WANDB_MODE", "offline")
 
-    def _compose(overrides: list[str] | None = None):
+    def _compose(overrides: list[str] | None = None, run_dir: Path | None = None):
         GlobalHydra.instance().clear()
         with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
             cfg = hydra_compose(
@@ -92,10 +98,54 @@ def compose(tmp_path):
                 return_hydra_config=True,
             )
         with open_dict(cfg):
-            cfg.hydra.runtime.output_dir = str(tmp_path / "run")
+            cfg.hydra.runtime.output_dir = str(run_dir or tmp_path / "run")
             cfg.hydra.job.override_dirname = ""
         HydraConfig.instance().set_config(cfg)
         return cfg
 
     yield _compose
     GlobalHydra.instance().clear()
+
+
+@dataclass
+class AppRun:
+    """What `python train.py` would have given: exit code, printed text, run directory."""
+
+    code: int
+    output: str  # stdout + stderr, whitespace runs collapsed (rich wraps long lines)
+    run_dir: Path
+
+    def results(self) -> dict:
+        return json.loads((self.run_dir / "results.json").read_text())
+
+
+@pytest.fixture
+def run_app(compose, capsys, monkeypatch, tmp_path):
+    """run_app(*overrides, name="run") -> AppRun: train.py's app in this process.
+
+    Hydra's composition errors give what train.py prints for them (their message); the
+    run itself goes through `autotimm.run.main`, so user errors exit 1 with one short line.
+    """
+    from hydra.errors import HydraException
+
+    from autotimm.run import main
+
+    for key in ("PL_GLOBAL_SEED", "PL_SEED_WORKERS"):  # seed_everything's, restored after
+        monkeypatch.delenv(key, raising=False)
+
+    def _run(*overrides: str, name: str = "run") -> AppRun:
+        run_dir = tmp_path / name
+        capsys.readouterr()
+        try:
+            cfg = compose(list(overrides), run_dir=run_dir)
+        except HydraException as exc:
+            return AppRun(1, " ".join(str(exc).split()), run_dir)
+        try:
+            main(cfg)
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        captured = capsys.readouterr()
+        return AppRun(code, " ".join((captured.out + captured.err).split()), run_dir)
+
+    return _run

@@ -1,0 +1,48 @@
+"""benchmarks/sweep_efficiency.py --tiny: two real seeded sweeps, the JSON line last."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT, train_env
+
+
+@pytest.mark.slow  # two sweeps of 3 trials each: about a minute on 2 cores
+def test_sweep_efficiency_tiny_ends_with_its_json_line(tmp_path):
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "sweep_efficiency.py",
+            "--tiny",
+            "--pruner",
+            "threshold",
+            "--pruner-arg",
+            "lower=0.99",
+            "--work-dir",
+            str(tmp_path / "work"),
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        cwd=ROOT / "benchmarks",
+        env=train_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["benchmark"] == "sweep_efficiency" and result["pruner"] == "threshold"
+    for side in ("without", "with"):
+        assert result[side]["trials"] == 3 and result[side]["epochs"] > 0
+    assert result["without"]["pruned"] == 0
+    # val/accuracy never reaches 0.99 here: every trial of the pruned sweep stops after
+    # its first judged epoch (threshold's n_warmup_steps=1: the 2nd of 2 epochs)
+    assert result["with"]["pruned"] == 3
+    assert result["epochs_ratio"] == pytest.approx(
+        result["with"]["epochs"] / result["without"]["epochs"], abs=1e-3
+    )
+    assert json.loads((tmp_path / "out" / "results.jsonl").read_text()) == result
