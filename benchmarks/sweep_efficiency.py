@@ -40,8 +40,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="an argument of the pruner (repeatable), e.g. --pruner-arg n_startup_trials=2",
     )
     p.add_argument("--trials", type=int, default=16)
-    p.add_argument("--epochs", type=int, default=5, help="max epochs per trial")
-    p.add_argument("--limit", type=int, default=1500, help="images per split (seeded sample)")
+    p.add_argument("--epochs", type=int, default=4, help="max epochs per trial")
+    p.add_argument("--limit", type=int, default=800, help="images per split (seeded sample)")
     p.add_argument("--model", default="resnet10t", help="timm model name")
     p.add_argument("--image-size", type=int, default=28)
     p.add_argument("--seed", type=int, default=7, help="the sampler's seed (both sweeps)")

@@ -113,3 +113,25 @@ def test_pruned_wandb_run_is_tagged_and_finished(pruned_sweep):
     assert "pruned" in run["tags"]
     assert run["summary"]["status"] == "pruned" and run["summary"]["pruned_epoch"] == 1
     assert run["exit_code"] == 0  # finished cleanly, not failed
+
+
+@pytest.mark.slow  # a real separate process per trial: submitit's local executor
+def test_trials_in_submitit_jobs_report_through_the_storage(tmp_path):
+    """The trial process shares nothing with the sweeper: it finds its trial in SQLite."""
+    sweep(
+        tmp_path,
+        *PRUNING_SWEEP,
+        "hydra/launcher=submitit_local",
+        "hydra.launcher.timeout_min=10",
+        "logger=csv",
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.params={optimizer.lr: 'choice(0.003, 1e-8)'}",
+        "sweep.enqueue=[{optimizer: {lr: 0.003}}, {optimizer: {lr: 1e-8}}]",
+    )
+    folder = sweep_dir(tmp_path, "prune")
+    states = _trials(load_study(folder, "prune"))
+    (pruned,) = states["PRUNED"]
+    assert pruned.params["optimizer.lr"] == 1e-8 and sorted(pruned.intermediate_values) == [0, 1]
+    record = read_record(folder / f"trial_{pruned.number:04d}")
+    assert record.status == "pruned" and record.epochs == 2
+    assert [t.params["optimizer.lr"] for t in states["COMPLETE"]] == [GOOD]

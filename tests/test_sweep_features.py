@@ -204,3 +204,40 @@ def test_sweeps_choose_a_pruner(compose):
     for name in ("quick", "lr_mixup_ls"):
         node = compose([f"+sweeps={name}"]).hydra.sweeper.pruner
         assert node._target_ == "optuna.pruners.MedianPruner", name
+
+
+@pytest.mark.slow  # a real two-objective sweep (3 short trials)
+def test_multi_objective_sweep_writes_the_front_and_every_trials_cost(tmp_path):
+    import yaml
+
+    from autotimm.results import read_record
+    from tests.test_sweeps import TINY, load_study, sweep, sweep_dir
+
+    proc = sweep(
+        tmp_path,
+        "+sweeps=pareto",
+        "hydra.sweeper.n_trials=3",
+        "hydra.sweeper.params={backbone: 'choice(resnet18, mobilenetv3_large_100)',"
+        " optimizer.lr: 'tag(log, interval(1e-4, 3e-3))'}",
+        "hydra/sweeper/pruner=median",  # left out: Optuna prunes one objective only
+        *[o for o in TINY if not o.startswith("backbone")],
+    )
+    folder = sweep_dir(tmp_path, "pareto")
+    study = load_study(folder, "pareto")
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
+    log = proc.stdout + proc.stderr
+    assert "sampling with NSGA-II" in log and "Pruning needs one objective" in log
+    summary = yaml.safe_load((folder / "optimization_results.yaml").read_text())
+    assert summary["optimized_metric"] == ["val/accuracy", "model/latency_ms"]
+    front = {t.number for t in study.best_trials}
+    assert {s["trial"] for s in summary["solutions"]} == front
+    for solution in summary["solutions"]:
+        trial = study.trials[solution["trial"]]
+        assert solution["values"] == pytest.approx(trial.values)
+    for trial in study.trials:
+        record = read_record(folder / f"trial_{trial.number:04d}")
+        assert record.status == "completed"
+        assert record.model.params_m > 0 and record.model.latency_ms > 0
+        assert [o.name for o in record.objectives] == ["val/accuracy", "model/latency_ms"]
+        assert [o.value for o in record.objectives] == pytest.approx(trial.values)
+        assert record.objectives[1].value == record.model.latency_ms
