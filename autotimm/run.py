@@ -52,6 +52,7 @@ def train(cfg: DictConfig) -> float | list[float]:
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
         if trainer.interrupted:
             raise KeyboardInterrupt("training was interrupted")
+        _validate_if_nothing_ran(trainer, model, datamodule, history)
         best = outcome.best_epoch(cfg, history)
         pruned = pruning.pruned if pruning is not None else None
         test = {} if pruned else _test(cfg, trainer, model, datamodule)  # pruned: not tested
@@ -71,6 +72,16 @@ def train(cfg: DictConfig) -> float | list[float]:
         return record.objective.value if len(objectives) == 1 else [o.value for o in objectives]
     finally:
         finish_loggers(loggers, failed)
+
+
+def _validate_if_nothing_ran(trainer, model, datamodule, history) -> None:
+    """A run resumed from a last.ckpt already at max_epochs (a trial requeued after its
+    last epoch) trains nothing: validate its best checkpoint so the record has metrics."""
+    if history.epochs:
+        return
+    checkpoint = trainer.checkpoint_callback
+    best = (checkpoint.best_model_path if checkpoint is not None else "") or None
+    trainer.validate(model, datamodule=datamodule, ckpt_path=best, verbose=False)
 
 
 def _test(cfg: DictConfig, trainer, model, datamodule) -> dict[str, float | None]:

@@ -1,4 +1,4 @@
-"""How a study's trials reach their engine: one at a time each, or in batches.
+"""How a study's trials reach their engine: each on its own as soon as a slot frees, or in batches.
 
 `make_runner(plan, launcher)` picks by the launcher's class; every runner keeps up to
 `plan.n_jobs` trials running and starts a new one as soon as any ends (`submit`, `wait`):
