@@ -41,10 +41,10 @@ class TrialHandle:
         self.trial = optuna.trial.Trial(self.study, trial_id)
         self.number = number
 
-    def report(self, value: float, epoch: int) -> bool:
-        """Report `value` for `epoch`; True when the pruner says stop."""
+    def report(self, value: float, epoch: int, judge: bool = True) -> bool:
+        """Report `value` for `epoch`; True when the pruner says stop (asked if `judge`)."""
         self.trial.report(value, step=epoch)
-        return self.trial.should_prune()
+        return judge and self.trial.should_prune()
 
 
 class OptunaPruning(L.Callback):
@@ -62,7 +62,10 @@ class OptunaPruning(L.Callback):
         if value is None:
             return
         epoch, number = trainer.current_epoch, float(value)
-        if self.handle.report(number, epoch):
+        # the last epoch is reported, never judged: stopping there saves nothing and would
+        # record a finished trial as pruned
+        last = trainer.max_epochs is not None and epoch >= trainer.max_epochs - 1
+        if self.handle.report(number, epoch, judge=not last):
             self.pruned = Pruned(epoch=epoch, value=number)
             trainer.should_stop = True  # ends after this epoch; checkpoints are kept
             log.info(
