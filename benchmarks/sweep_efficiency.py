@@ -11,9 +11,10 @@ decades, where many values are hopeless): once with `hydra/sweeper/pruner=none`,
 with the chosen pruner (successive halving: the best third goes on at epochs 2, 4, 9).
 Both use one study name, so trial n draws the same values in both; with the default
 random sampler the two sweeps train the very same learning rates. Reads every trial's
-run record and prints, per sweep, the best objective, the epochs trained in total and the wall time; the last line is a JSON object
-with `objective_gap` (best without pruning minus best with, in the objective's direction)
-and `epochs_ratio` (epochs with pruning / without). Target: gap <= 0.01, ratio <= 0.5.
+run record and prints, per sweep, the best objective, the epochs trained in total and
+the wall time; the last line is a JSON object with `objective_gap` (best without pruning
+minus best with, in the direction of the objective) and `epochs_ratio` (epochs with
+pruning / without). Target: gap <= 0.01, ratio <= 0.5.
 """
 
 from __future__ import annotations
