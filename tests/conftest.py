@@ -16,6 +16,11 @@ from pathlib import Path
 
 import pytest
 
+# One CPU thread per process (before torch is imported; runs started here inherit it): the
+# suite runs several processes at once on 2-core machines, where torch's spinning OpenMP
+# threads slow down many times over as soon as they share a core.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ROOT / "train.py"
 
@@ -107,6 +112,45 @@ def compose(tmp_path):
     GlobalHydra.instance().clear()
 
 
+# What stays light on import, asked of one fresh interpreter in steps (each answer is read
+# by its own module's test): a new interpreter costs seconds, torch's import most of them.
+IMPORT_PROBE = """
+import json, sys
+
+found = {}
+import autotimm
+
+heavy = ["torch", "timm", "lightning", "wandb", "matplotlib", "optuna"]
+found["autotimm"] = sorted(m for m in heavy if m in sys.modules)
+import autotimm.data
+
+found["autotimm.data"] = sorted(m for m in ("sklearn", "pandas") if m in sys.modules)
+from autotimm.data.sources import SourceOptions, load_digits
+
+splits = load_digits(SourceOptions())
+found["digits"] = [len(splits.train) + len(splits.val) + len(splits.test), "sklearn" in sys.modules]
+model = autotimm.ImageClassifier("resnet18", num_classes=3, metrics=[])
+found["model"] = [type(model).__name__, model.head.fc.out_features]
+print(json.dumps(found))
+"""
+
+
+@pytest.fixture(scope="session")
+def import_probe() -> dict:
+    """IMPORT_PROBE's answers: {"autotimm": heavy modules loaded, "autotimm.data": ...}."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-c", IMPORT_PROBE],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 @dataclass
 class AppRun:
     """What `python train.py` would have given: exit code, printed text, run directory."""
@@ -127,6 +171,7 @@ def run_app(compose, capsys, monkeypatch, tmp_path):
     run itself goes through `autotimm.run.main`, so user errors exit 1 with one short line.
     """
     from hydra.errors import HydraException
+    from omegaconf import open_dict
 
     from autotimm.run import main
 
@@ -140,6 +185,8 @@ def run_app(compose, capsys, monkeypatch, tmp_path):
             cfg = compose(list(overrides), run_dir=run_dir)
         except HydraException as exc:
             return AppRun(1, " ".join(str(exc).split()), run_dir)
+        with open_dict(cfg):
+            del cfg["hydra"]  # like Hydra's run_job: the task gets its config without it
         try:
             main(cfg)
             code = 0

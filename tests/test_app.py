@@ -295,13 +295,14 @@ def _write_image_folder(root: Path, per_class: int = 6) -> None:
             Image.fromarray(pixels).save(folder / f"{i}{suffix}")
 
 
-def test_image_folder_trains_through_the_app(tmp_path):
+def test_image_folder_trains_through_the_app(run_app, tmp_path):
     images = tmp_path / "images"
     _write_image_folder(images)
     quick = [*FAST, "trainer.max_epochs=1", "data.batch_size=4", "data.image_size=32"]
-    run_train(tmp_path, *quick, "data=image_folder", f"data.root={images}")
-    run_dir, results = latest_results(tmp_path)
-    assert results["num_classes"] == 3
+    app = run_app(*quick, "data=image_folder", f"data.root={images}")
+    assert app.code == 0, app.output[-3000:]
+    results = app.results()
+    assert results["num_classes"] == 3 and results["status"] == "completed"
     import torch
 
     checkpoint = torch.load(results["best_model_path"], map_location="cpu", weights_only=True)

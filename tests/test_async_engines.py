@@ -13,8 +13,10 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -75,18 +77,11 @@ def test_joblib_and_the_basic_launcher_keep_their_runners():
     assert isinstance(other, basic)
 
 
-def ray_launcher_class() -> type:
-    """hydra-ray-launcher's RayLauncher, or a stand-in of that name where it is missing."""
-    if importlib.util.find_spec("hydra_plugins.hydra_ray_launcher") is not None:
-        from hydra_plugins.hydra_ray_launcher.ray_launcher import RayLauncher
-
-        return RayLauncher
-    return type("RayLauncher", (), {"__module__": "hydra_plugins.hydra_ray_launcher.ray_launcher"})
-
-
 @pytest.mark.skipif(importlib.util.find_spec("ray") is not None, reason="Ray is installed")
 def test_ray_launcher_without_ray_names_the_extra_to_install():
-    launcher = ray_launcher_class()()
+    # hydra-ray-launcher needs Ray, so neither is here: a class of its launcher's name stands in
+    module = "hydra_plugins.hydra_ray_launcher.ray_launcher"
+    launcher = type("RayLauncher", (), {"__module__": module})()
     with pytest.raises(ImportError, match=r"pip install 'autotimm\[ray\]'") as raised:
         runners.make_runner(DevicePlan(n_jobs=2, launcher=REMOTE), launcher)
     assert "RayLauncher runs trials as Ray tasks" in str(raised.value)
@@ -111,7 +106,7 @@ register_resolvers()
 def main(cfg):
     out = Path(HydraConfig.get().runtime.output_dir)
     started = time.time()
-    (out / "started").write_text(str(started))
+    (out / "started").write_text(json.dumps(dict(started=started, pid=os.getpid())))
     waited = False
     if cfg.sweep.trial == 0:
         successor, deadline = out.parent / "trial_0002" / "started", started + TIMEOUT
@@ -139,24 +134,28 @@ def spans_overlap(spans: list[tuple[float, float]]) -> int:
     return most
 
 
+def start_app_sweep(tmp_path: Path, n_trials: int, gate_timeout_s: float) -> subprocess.Popen:
+    """APP's sweep through submitit-local, 2 trials at once, from tmp_path."""
+    app = tmp_path / "app.py"
+    app.write_text(
+        APP.replace("CONF", repr(str(ROOT / "conf"))).replace("TIMEOUT", str(gate_timeout_s))
+    )
+    overrides = ["+sweeps=quick", "hydra/launcher=submitit_local", "sweep.n_jobs=2"]
+    return subprocess.Popen(
+        [sys.executable, str(app), "-m", *overrides, f"hydra.sweeper.n_trials={n_trials}"],
+        cwd=tmp_path,
+        env=dict(os.environ, AUTOTIMM_OUTPUT_DIR=str(tmp_path / "outputs")),
+        # files, not pipes: jobs that outlive the sweep must not keep its output open
+        stdout=(tmp_path / "sweep.out").open("w"),
+        stderr=(tmp_path / "sweep.err").open("w"),
+    )
+
+
 def test_submitit_trials_start_as_soon_as_any_trial_ends(tmp_path):
     """3 trials, 2 at once, each its own submitit-local job: trial 2 starts when trial 1
     ends, while trial 0 still runs."""
-    app = tmp_path / "app.py"
-    app.write_text(
-        APP.replace("CONF", repr(str(ROOT / "conf"))).replace("TIMEOUT", str(GATE_TIMEOUT_S))
-    )
-    overrides = ["+sweeps=quick", "hydra/launcher=submitit_local", "sweep.n_jobs=2"]
-    environ = dict(os.environ, AUTOTIMM_OUTPUT_DIR=str(tmp_path / "outputs"))
-    proc = subprocess.run(
-        [sys.executable, str(app), "-m", *overrides, "hydra.sweeper.n_trials=3"],
-        cwd=tmp_path,
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    proc = start_app_sweep(tmp_path, n_trials=3, gate_timeout_s=GATE_TIMEOUT_S)
+    assert proc.wait(timeout=300) == 0, (tmp_path / "sweep.err").read_text()[-4000:]
     folder = sweep_dir(tmp_path, "quick")
     times = {
         t["trial"]: t
@@ -171,6 +170,37 @@ def test_submitit_trials_start_as_soon_as_any_trial_ends(tmp_path):
     assert len(jobs) == 3
     study = load_study(folder, "quick")
     assert {t.number: t.value for t in study.get_trials()} == {0: 0.0, 1: 1.0, 2: 2.0}
+
+
+def test_a_stopped_sweep_cancels_its_running_jobs(tmp_path):
+    """Ctrl-C on the sweep cancels the submitit jobs still running: no orphan holds a GPU."""
+    proc = start_app_sweep(tmp_path, n_trials=2, gate_timeout_s=600)  # trial 0 waits long
+    folder = sweep_dir(tmp_path, "quick")
+    deadline = time.time() + 240
+    while not (folder / "trial_0001" / "times.json").is_file():
+        assert time.time() < deadline and proc.poll() is None, (tmp_path / "sweep.err").read_text()
+        time.sleep(0.2)
+    trial_0 = json.loads((folder / "trial_0000" / "started").read_text())["pid"]
+    os.kill(proc.pid, signal.SIGINT)
+    try:
+        proc.wait(timeout=60)
+        assert "cancelling trial 0 (local job" in (tmp_path / "sweep.out").read_text()
+        deadline = time.time() + 30
+        while pid_alive(trial_0):
+            assert time.time() < deadline, "trial 0's job still runs after the sweep stopped"
+            time.sleep(0.2)
+    finally:
+        if pid_alive(trial_0):  # the test failed: leave no orphan behind
+            os.kill(trial_0, signal.SIGKILL)
+    assert not (folder / "trial_0000" / "times.json").exists()  # it did not run to its end
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 class WaitForTrial(Callback):
@@ -252,6 +282,7 @@ def test_a_timed_out_trial_is_requeued_and_resumes_from_its_last_checkpoint(tmp_
         "hydra.sweeper.n_trials=1",
         *TINY,
         "trainer.max_epochs=2",
+        "measure_cost=false",  # the resumed run must end within its own 30 s before the signal
         "+callbacks.hold._target_=tests.test_async_engines.HoldSecondEpoch",
         "+callbacks.hold.hold_s=120",
         env={"PYTHONPATH": str(ROOT)},

@@ -118,15 +118,10 @@ def test_gpu_all_script_is_valid_bash():
         assert name in text
 
 
-def test_digits_load_without_importing_sklearn():
-    """Start-up: the default data (digits) is read without sklearn's ~1 s import."""
-    code = (
-        "import sys; from autotimm.data.sources import SourceOptions, load_digits; "
-        "splits = load_digits(SourceOptions()); "
-        "print(len(splits.train) + len(splits.val) + len(splits.test), 'sklearn' in sys.modules)"
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert done.stdout.split() == ["1797", "False"], done.stderr[-2000:]
+def test_digits_load_without_importing_sklearn(import_probe):
+    """Start-up: the default data (digits) is read without sklearn's ~1 s import
+    (answered by one fresh interpreter, conftest.IMPORT_PROBE)."""
+    assert import_probe["digits"] == [1797, False]
 
 
 def test_digits_arrays_equal_sklearn_load_digits():

@@ -93,22 +93,23 @@ def test_fast_defaults_are_in_the_config(compose):
     assert cfg.data.decode == "auto" and cfg.data.channels_last is True
 
 
-def test_tune_batch_size_runs_the_finder(tmp_path):
-    run_train(
-        tmp_path,
+def test_tune_batch_size_runs_the_finder(run_app):
+    """Through the app (in this process): 4 and 8 train, 16 is the whole training set."""
+    app = run_app(
         *FAST,
         "tune_batch_size=true",
         "data=synthetic",
-        "data.synthetic_size=40",
-        "data.batch_size=2",
+        "data.synthetic_size=24",
+        "data.batch_size=4",
         "backbone.model_name=test_resnet",
         "metrics=minimal",
         "trainer.max_epochs=1",
         "trainer.limit_val_batches=1",
         "test=false",
     )
-    _, results = latest_results(tmp_path)
-    assert results["batch_size"] > 2 and results["global_step"] >= 1
+    assert app.code == 0, app.output[-3000:]
+    results = app.results()
+    assert results["batch_size"] > 4 and results["global_step"] >= 1
 
 
 @pytest.mark.slow

@@ -167,16 +167,30 @@ def test_bad_value_fails_before_the_data_loads(compose, data_spy, case):
     assert data_spy == [], "the data module was touched before the config was checked"
 
 
-@pytest.mark.parametrize("case", ["optimizer-lr", "backbone-model-name", "metric-class"])
-def test_train_py_reports_the_config_error_not_the_data_error(tmp_path, case):
+def _error_line(output: str) -> str:
+    """The one line train.py prints for a user error (whitespace already collapsed)."""
+    return output.split("Error: ", 1)[-1].split(" (set HYDRA_FULL_ERROR")[0]
+
+
+def test_train_py_reports_the_config_error_not_the_data_error(tmp_path):
     """End to end: one short line naming the value; the missing data is never reached."""
-    overrides, expected = BAD_VALUES[case]
+    overrides, expected = BAD_VALUES["optimizer-lr"]
     proc = run_train(tmp_path, *NO_DATA, "logger=csv", *overrides, check=False)
     output = " ".join((proc.stderr + proc.stdout).split())  # rich wraps long lines
     assert proc.returncode == 1, output[-2000:]
     assert "Traceback" not in proc.stderr
-    _assert_names(output.split("Error: ", 1)[-1].split(" (set HYDRA_FULL_ERROR")[0], expected)
+    _assert_names(_error_line(output), expected)
     assert "/nonexistent/autotimm-data" not in output
+
+
+@pytest.mark.parametrize("case", ["backbone-model-name", "metric-class"])
+def test_the_app_reports_the_config_error_not_the_data_error(run_app, case):
+    """The same app as train.py, in this process (no interpreter start-up per case)."""
+    overrides, expected = BAD_VALUES[case]
+    app = run_app(*NO_DATA, "logger=csv", *overrides)
+    assert app.code == 1, app.output[-2000:]
+    _assert_names(_error_line(app.output), expected)
+    assert "/nonexistent/autotimm-data" not in app.output
 
 
 def _options(group: str) -> list[str]:

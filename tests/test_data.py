@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import gzip
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -87,13 +85,9 @@ def test_list_sources_names_every_source():
     ]
 
 
-def test_import_does_not_load_sklearn_or_pandas():
-    code = (
-        "import sys, autotimm.data; "
-        "print(sorted(m for m in ('sklearn', 'pandas') if m in sys.modules))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+def test_import_does_not_load_sklearn_or_pandas(import_probe):
+    """Answered by one fresh interpreter (conftest.IMPORT_PROBE)."""
+    assert import_probe["autotimm.data"] == []
 
 
 def test_hydra_instantiates_from_config_with_lists():

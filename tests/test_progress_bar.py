@@ -23,8 +23,8 @@ def test_metrics_are_read_every_n_training_steps(monkeypatch, tmp_path):
     monkeypatch.setattr(RichProgressBar, "get_metrics", counting_get_metrics)
     images, labels = torch.randn(28, 3, 32, 32), torch.randint(0, 4, (28,))
     loader = DataLoader(TensorDataset(images, labels), batch_size=4)  # 7 steps
-    model = ImageClassifier(
-        "resnet18", 4, [MetricConfig(name="accuracy", metric_class="Accuracy")], scheduler=None
+    model = ImageClassifier(  # timm's smallest resnet: the bar is the subject, not the model
+        "test_resnet", 4, [MetricConfig(name="accuracy", metric_class="Accuracy")], scheduler=None
     )
     trainer = L.Trainer(
         max_epochs=1,

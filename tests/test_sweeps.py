@@ -38,6 +38,9 @@ TINY = [
     "trainer.limit_val_batches=1",
     "test=false",
 ]
+# a cheaper trial where the sweep machinery is the subject, not the model: timm's smallest
+# resnet, no cost measurement (about a second less per trial)
+TINIEST = [*TINY, "backbone.model_name=test_resnet", "measure_cost=false"]
 SWEPT = ("optimizer.lr", "regularization.mixup_alpha", "regularization.label_smoothing")
 
 
@@ -96,34 +99,52 @@ def compose_cfg(tmp_path: Path, *overrides: str, part: str = "job") -> dict:
     return yaml.safe_load(proc.stdout)
 
 
-def test_sweeps_compose_from_another_folder(tmp_path):
-    """sweeps/ is on Hydra's search path whatever the cwd (a missing group would not fail)."""
+def compose_here(compose, *overrides: str, part: str = "job") -> dict:
+    """What `train.py <overrides> --cfg <part>` prints, composed in this process."""
+    from omegaconf import OmegaConf, open_dict
+
+    cfg = compose(list(overrides))
+    if part == "hydra":
+        return {"hydra": OmegaConf.to_container(cfg.hydra, resolve=False)}
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return OmegaConf.to_container(cfg, resolve=False)
+
+
+def test_sweeps_compose_from_another_folder(tmp_path, compose, monkeypatch):
+    """sweeps/ is on Hydra's search path whatever the cwd (a missing group would not fail).
+
+    One real `train.py --cfg` from tmp_path; the other configs are composed in this process,
+    also from tmp_path.
+    """
     hydra = compose_cfg(tmp_path, "+sweeps=lr_mixup_ls", part="hydra")["hydra"]
     sweeper = hydra["sweeper"]
     assert sweeper["_target_"].endswith("AutotimmOptunaSweeper")
     assert sweeper["sampler"]["_target_"] == "optuna.samplers.TPESampler"
     assert sweeper["sampler"]["seed"] == "${seed}"
-    assert sweeper["direction"] == "${optimized_mode}imize"
+    assert sweeper["direction"] == "${autotimm.directions:${optimized_mode}}"
     assert sweeper["storage"].startswith("sqlite:///${paths.output_dir}/sweeps/")
     assert sweeper["n_trials"] >= 20
     params = sweeper["params"]
     assert params["optimizer.lr"].startswith("tag(log, interval(")
     assert set(params) == set(SWEPT)
     assert hydra["launcher"]["_target_"].endswith("JoblibLauncher")
-    job = compose_cfg(tmp_path, "+sweeps=lr_mixup_ls", "backbone=vit_s16")
+
+    monkeypatch.chdir(tmp_path)
+    job = compose_here(compose, "+sweeps=lr_mixup_ls", "backbone=vit_s16")
     assert job["sweep"]["name"] == "lr_mixup_ls" and job["sweep"]["job_type"] == "sweep"
     assert job["backbone"]["model_name"].startswith("vit_small")
     assert job["logger"]["wandb"]["group"] == "${sweep.name}"
 
-    quick = compose_cfg(tmp_path, "+sweeps=quick")
+    quick = compose_here(compose, "+sweeps=quick")
     assert quick["sweep"]["name"] == "quick" and quick["trainer"]["max_epochs"] <= 5
-    grid = compose_cfg(tmp_path, "+sweeps=backbone_optimizer", part="hydra")["hydra"]
+    grid = compose_here(compose, "+sweeps=backbone_optimizer", part="hydra")["hydra"]
     assert grid["sweeper"]["_target_"].endswith("AutotimmBasicSweeper")
     assert set(grid["sweeper"]["params"]) == {"backbone", "optimizer"}
     for launcher in ("slurm_gpu", "submitit_local"):
-        conf = compose_cfg(tmp_path, "+sweeps=quick", f"hydra/launcher={launcher}", part="hydra")
+        conf = compose_here(compose, "+sweeps=quick", f"hydra/launcher={launcher}", part="hydra")
         assert "submitit" in conf["hydra"]["launcher"]["_target_"]
-    slurm = compose_cfg(tmp_path, "hydra/launcher=slurm_gpu", part="hydra")["hydra"]["launcher"]
+    slurm = compose_here(compose, "hydra/launcher=slurm_gpu", part="hydra")["hydra"]["launcher"]
     assert slurm["gpus_per_node"] == 1 and slurm["max_num_timeout"] > 0
     assert slurm["additional_parameters"]["requeue"] is True and slurm["array_parallelism"] > 0
 
@@ -135,7 +156,7 @@ def test_sweeps_compose_from_another_folder(tmp_path):
         text=True,
         timeout=120,
     ).stdout
-    assert "sweeps: backbone_optimizer, lr_mixup_ls, quick" in helptext
+    assert "sweeps: backbone_optimizer, lr_mixup_ls, pareto, quick" in helptext
 
 
 # -- the device plan and the GPU claim ---------------------------------------------------
@@ -355,7 +376,7 @@ def test_nonfinite_loss_stops_training():
 def test_optuna_sweep_continues_its_study_and_compares(tmp_path):
     """3 trials; the same command with n_trials=4 adds exactly one; compare ranks all 4."""
     folder = sweep_dir(tmp_path, "quick")
-    sweep(tmp_path, "+sweeps=quick", "hydra.sweeper.n_trials=3", *TINY)
+    sweep(tmp_path, "+sweeps=quick", "hydra.sweeper.n_trials=3", *TINIEST)
 
     summary = yaml.safe_load((folder / "optimization_results.yaml").read_text())
     assert summary["name"] == "optuna" and summary["study_name"] == "quick"
@@ -382,7 +403,7 @@ def test_optuna_sweep_continues_its_study_and_compares(tmp_path):
         )
     assert len({t.params["optimizer.lr"] for t in first}) == 3
 
-    sweep(tmp_path, "+sweeps=quick", "hydra.sweeper.n_trials=4", *TINY)
+    sweep(tmp_path, "+sweeps=quick", "hydra.sweeper.n_trials=4", *TINIEST)
     trials = load_study(folder, "quick").get_trials()
     assert [t.state.name for t in trials] == ["COMPLETE"] * 4  # one more, none redone
     assert [t.params for t in trials[:3]] == [t.params for t in first]
@@ -432,7 +453,7 @@ def simulated_sweep(tmp_path_factory) -> tuple[Path, object]:
         f"optimizer.lr=choice({','.join(map(str, LRS))})",
         "regularization.mixup_alpha=0.0",
         "regularization.label_smoothing=0.0",
-        *TINY,
+        *TINIEST,
         "logger=default",  # CSV + W&B (offline)
         "trainer.limit_train_batches=3",
         env={"AUTOTIMM_SIMULATE_GPUS": "2"},
