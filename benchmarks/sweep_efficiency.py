@@ -8,7 +8,7 @@
 Runs `python train.py -m` twice on Fashion-MNIST (Debian's dataset-fashion-mnist, a
 seeded subset) with the same sampler seed and search space (lr, log-uniform over four
 decades, where many values are hopeless): once with `hydra/sweeper/pruner=none`, once
-with the chosen pruner (successive halving: the best third goes on at epochs 2, 4, 9).
+with the chosen pruner (successive halving: the best third goes on after epochs 2 and 4).
 Both use one study name, so trial n draws the same values in both; with the default
 random sampler the two sweeps train the very same learning rates. Reads every trial's
 run record and prints, per sweep, the best objective, the epochs trained in total and
@@ -43,8 +43,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="an argument of the pruner (repeatable), e.g. --pruner-arg n_startup_trials=2",
     )
     p.add_argument("--trials", type=int, default=16)
-    p.add_argument("--epochs", type=int, default=9, help="max epochs per trial")
-    p.add_argument("--limit", type=int, default=2000, help="images per split (seeded sample)")
+    p.add_argument("--epochs", type=int, default=8, help="max epochs per trial")
+    p.add_argument("--limit", type=int, default=1000, help="images per split (seeded sample)")
     p.add_argument("--model", default="resnet10t", help="timm model name")
     p.add_argument("--image-size", type=int, default=28)
     p.add_argument("--seed", type=int, default=7, help="the sampler's seed (both sweeps)")
