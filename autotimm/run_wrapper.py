@@ -22,10 +22,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from autotimm.devices import claim_gpu
-from autotimm.outcome import failed_record, failure_reason, hydra_config, in_multirun
+from autotimm.outcome import failed_record, hydra_config, in_multirun
 from autotimm.results import RecordError, read_record, write_record
-
-__all__ = ["failure_reason", "run_trial", "short_tags", "swept_values"]
 
 log = logging.getLogger(__name__)
 
