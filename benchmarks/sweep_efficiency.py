@@ -60,7 +60,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--work-dir", default=None, help="where the sweeps write (default: temp)")
     args = p.parse_args(argv)
     if args.tiny:
-        args.trials, args.epochs, args.limit, args.model = 3, 2, 64, "test_resnet"
+        args.trials, args.epochs, args.limit, args.model = 3, 3, 64, "test_resnet"
         args.image_size = 16
     return args
 

@@ -40,8 +40,9 @@ def test_sweep_efficiency_tiny_ends_with_its_json_line(tmp_path):
         assert result[side]["trials"] == 3 and result[side]["epochs"] > 0
     assert result["without"]["pruned"] == 0
     # val/accuracy never reaches 0.99 here: every trial of the pruned sweep stops after
-    # its first judged epoch (threshold's n_warmup_steps=1: the 2nd of 2 epochs)
+    # its first judged epoch (threshold's n_warmup_steps=1: the 2nd of 3 epochs)
     assert result["with"]["pruned"] == 3
+    assert result["with"]["epochs"] == 6 and result["without"]["epochs"] == 9
     assert result["epochs_ratio"] == pytest.approx(
         result["with"]["epochs"] / result["without"]["epochs"], abs=1e-3
     )
