@@ -91,6 +91,7 @@ def create_optimizer(
 # needs on top, the interval (per step or per epoch) and plateau's `monitor` key, is not
 # a scheduler's business. So torch classes and their kwargs stay, sized from the run
 # length; timm's CosineLRScheduler serves cosine_with_restarts, which torch lacks.
+# Those sized from the run length re-size when a run resumes longer (autotimm.resume).
 
 
 @dataclass
@@ -108,32 +109,31 @@ class _TorchScheduler:
 
     cls: str
     interval: str
-    # (length, optimizer, warm-up iterations) -> default kwargs
-    defaults: Callable[[TrainingLength, torch.optim.Optimizer, int], dict[str, Any]]
+    # (run length in the scheduler's own steps, optimizer, warm-up steps) -> default kwargs
+    defaults: Callable[[int, torch.optim.Optimizer, int], dict[str, Any]]
+    # the kwarg that holds the length sized from the run (None: the run length is unused)
+    length_key: str | None = None
 
 
-def _milestones(length: TrainingLength, *_: Any) -> dict[str, Any]:
-    epochs = length.max_epochs
-    return {"milestones": sorted({max(1, int(epochs * 0.5)), max(1, int(epochs * 0.75))})}
+def _milestones(units: int, *_: Any) -> dict[str, Any]:
+    return {"milestones": sorted({max(1, int(units * 0.5)), max(1, int(units * 0.75))})}
 
 
 _TORCH_SCHEDULERS: dict[str, _TorchScheduler] = {
     "cosine": _TorchScheduler(
-        "CosineAnnealingLR", "step", lambda n, o, warm: {"T_max": max(1, n.total_steps - warm)}
+        "CosineAnnealingLR", "step", lambda n, o, warm: {"T_max": max(1, n - warm)}, "T_max"
     ),
     # default: three decays over the run (x0.1 each), like the classic ImageNet recipe
     "step": _TorchScheduler(
-        "StepLR", "epoch", lambda n, *_: {"step_size": max(1, n.max_epochs // 3)}
+        "StepLR", "epoch", lambda n, *_: {"step_size": max(1, n // 3)}, "step_size"
     ),
-    "multistep": _TorchScheduler("MultiStepLR", "epoch", _milestones),
+    "multistep": _TorchScheduler("MultiStepLR", "epoch", _milestones, "milestones"),
     "exponential": _TorchScheduler("ExponentialLR", "epoch", lambda *_: {"gamma": 0.95}),
     "onecycle": _TorchScheduler(
         "OneCycleLR",
         "step",
-        lambda n, o, _: {
-            "max_lr": [g["lr"] for g in o.param_groups],
-            "total_steps": max(1, n.total_steps),
-        },
+        lambda n, o, _: {"max_lr": [g["lr"] for g in o.param_groups], "total_steps": max(1, n)},
+        "total_steps",
     ),
 }
 # scheduler 'none' with warmup_epochs: the warm-up, then the constant lr
@@ -160,6 +160,8 @@ def create_scheduler(
     `warmup_epochs` in `scheduler_kwargs` adds a linear warm-up (for every scheduler
     but plateau and onecycle, which has its own `pct_start`). `length` (the run length
     from the trainer) is needed by the named schedulers other than 'none'.
+    Lengths sized from it re-size when a run resumes with another length (the rule:
+    `autotimm.resume`).
     `interval` ('step' or 'epoch') overrides when Lightning steps the scheduler;
     `monitor` (plateau, or a custom ReduceLROnPlateau) names the metric to watch
     (default `val/loss`) and is not passed to torch.
@@ -201,11 +203,17 @@ def _torch(
 ) -> dict[str, Any]:
     import torch.optim.lr_scheduler as lr_scheduler
 
-    # the warm-up counts in the scheduler's own steps: optimizer steps or epochs
-    warmup = warmup_epochs * (length.steps_per_epoch if spec.interval == "step" else 1)
-    main = getattr(lr_scheduler, spec.cls)(
-        optimizer, **{**spec.defaults(length, optimizer, warmup), **kwargs}
-    )
+    from autotimm.resume import RESIZABLE
+
+    # lengths and the warm-up count in the scheduler's own steps: optimizer steps or epochs
+    per_step = (interval or spec.interval) == "step"
+    warmup = warmup_epochs * (length.steps_per_epoch if per_step and length else 1)
+    units = 0 if length is None else length.total_steps if per_step else length.max_epochs
+    cls = RESIZABLE.get(spec.cls) or getattr(lr_scheduler, spec.cls)
+    main = cls(optimizer, **{**spec.defaults(units, optimizer, warmup), **kwargs})
+    if spec.length_key is not None:
+        # a resumed run with another length re-sizes what was sized from the run
+        main.mark_run(units - warmup, sized_from_run=spec.length_key not in kwargs)
     sched = _with_warmup(optimizer, main, warmup)
     return {"scheduler": sched, "interval": interval or spec.interval, "frequency": 1}
 
@@ -248,25 +256,27 @@ def _cosine_with_restarts(
     warmup_epochs: int,
     interval: str | None,
 ) -> dict[str, Any]:
-    from timm.scheduler import CosineLRScheduler
+    from autotimm.resume import CosineRestarts
 
     # `t_initial` and `warmup_t` are given in epochs (timm's convention) but the
     # schedule is updated every optimizer step so each cycle is a smooth cosine.
     # ImageClassifier.lr_scheduler_step drives it (it is not a torch LRScheduler).
     spe = length.steps_per_epoch
+    sized_from_run = "t_initial" not in kwargs
     t_initial = kwargs.pop("t_initial", max(1, length.max_epochs // 3))
     kwargs.setdefault("cycle_limit", max(1, length.max_epochs))
     kwargs.setdefault("lr_min", 0.0)
     warmup_t = kwargs.pop("warmup_t", warmup_epochs)
     if warmup_t:
         kwargs.setdefault("warmup_lr_init", optimizer.param_groups[0]["lr"] * 0.01)
-    sched = CosineLRScheduler(
+    sched = CosineRestarts(
         optimizer,
         t_initial=max(1, round(t_initial * spe)),
         warmup_t=round(warmup_t * spe),
         t_in_epochs=False,
         **kwargs,
     )
+    sched.mark_run(length.total_steps, sized_from_run)  # re-sized when resumed longer
     return {"scheduler": sched, "interval": interval or "step", "frequency": 1}
 
 

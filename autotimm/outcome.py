@@ -28,6 +28,14 @@ def hydra_config() -> Any | None:
     return HydraConfig.get() if HydraConfig.initialized() else None
 
 
+def is_rank_zero() -> bool:
+    """False in the other processes of a DDP run (Lightning's rank, from the environment
+    its launcher sets); they train with rank zero but write no record."""
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    return getattr(rank_zero_only, "rank", 0) == 0
+
+
 def in_multirun() -> bool:
     from hydra.types import RunMode
 
@@ -54,7 +62,7 @@ def add_objectives(record: RunRecord, cfg: DictConfig, trainer: Any) -> RunRecor
         value = record.value(spec.name)
         if value is None and spec.name in trainer.callback_metrics:
             value = float(trainer.callback_metrics[spec.name])
-        if value is None:
+        if value is None and trainer.is_global_zero:  # DDP: only rank zero measures the cost
             raise UserError(
                 f"optimized_metric={spec.name!r} is neither logged nor in the run record; "
                 f"logged: {sorted(trainer.callback_metrics)}; the record also has model/..., "
@@ -107,8 +115,8 @@ def objective_of(cfg: DictConfig) -> Objective:
 
 def measured_cost(cfg: DictConfig, model: Any, trainer: Any, datamodule: Any) -> Any:
     """The trained model's cost on the run's device (None with `measure_cost=false`)."""
-    if not cfg.get("measure_cost", True):
-        return None
+    if not cfg.get("measure_cost", True) or not trainer.is_global_zero:
+        return None  # DDP: measured once, by the process that writes the record
     from autotimm.model_cost import autocast_dtype, measure_cost
 
     return measure_cost(

@@ -25,12 +25,11 @@ def train(cfg: DictConfig) -> float | list[float]:
     from autotimm.callbacks import ValidationHistory
     from autotimm.config_nodes import validate_groups
     from autotimm.pruning import pruning_callback
-    from autotimm.results import write_record
-    from autotimm.run_loggers import build_loggers, finish_loggers, summarise
+    from autotimm.run_loggers import build_loggers, finish_loggers
 
     started = time.time()
     _quiet_known_warnings()
-    if cfg.get("print_config", True):
+    if cfg.get("print_config", True) and outcome.is_rank_zero():  # DDP: printed once
         from autotimm.console import print_config_tree
 
         print_config_tree(cfg)
@@ -43,6 +42,7 @@ def train(cfg: DictConfig) -> float | list[float]:
     history, pruning = ValidationHistory(), pruning_callback(cfg)  # pruning: sweeps only
     loggers = build_loggers(cfg)
     callbacks = compose.build_callbacks(cfg, history, *filter(None, [pruning]))
+    _sync_batchnorm_on_cuda_only(cfg)
     trainer = compose.build_trainer(cfg, callbacks, loggers)
 
     failed = True
@@ -59,19 +59,33 @@ def train(cfg: DictConfig) -> float | list[float]:
         record = outcome.trained_record(
             cfg, trainer, model, datamodule, best, test, started, pruned
         )
-        write_record(record.run_dir, record)
-        summarise(loggers, record)
+        if trainer.is_global_zero:  # DDP: one record; the metrics are already reduced
+            _keep(record, loggers)
         failed = False
-        objectives = record.objectives or [record.objective]
-        log.info(
-            "objective %s (%s)",
-            ", ".join(f"{o.name} = {o.value:.4g}" for o in objectives),
-            record.run_dir,
-        )
-        # one float, or one per objective (multi-objective sweeps)
-        return record.objective.value if len(objectives) == 1 else [o.value for o in objectives]
+        return _objective(record)
     finally:
         finish_loggers(loggers, failed)
+
+
+def _keep(record, loggers) -> None:
+    """Write the run's record (and its model card); the loggers' summary."""
+    from autotimm.results import write_record
+    from autotimm.run_loggers import summarise
+
+    write_record(record.run_dir, record)
+    if record.status == "completed":
+        from autotimm.inference.model_card import write_model_card_quietly
+
+        write_model_card_quietly(record.run_dir)  # MODEL_CARD.md; a failure only logs
+    summarise(loggers, record)
+    found = ", ".join(f"{o.name} = {o.value:.4g}" for o in record.objectives or [record.objective])
+    log.info("objective %s (%s)", found, record.run_dir)
+
+
+def _objective(record) -> float | list[float]:
+    """The run's objective: one float, or one per objective (multi-objective sweeps)."""
+    objectives = record.objectives or [record.objective]
+    return record.objective.value if len(objectives) == 1 else [o.value for o in objectives]
 
 
 def _validate_if_nothing_ran(trainer, model, datamodule, history) -> None:
@@ -94,6 +108,19 @@ def _test(cfg: DictConfig, trainer, model, datamodule) -> dict[str, float | None
     best = (checkpoint.best_model_path if checkpoint is not None else "") or None
     out = trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False)
     return metric_values(out[0] if out else {}, "test/")
+
+
+def _sync_batchnorm_on_cuda_only(cfg: DictConfig) -> None:
+    """torch's SyncBatchNorm works on CUDA only: DDP on the CPU (trainer=ddp
+    trainer.accelerator=cpu) keeps plain BatchNorm, whose buffers DDP takes from rank 0."""
+    from omegaconf import open_dict
+
+    from autotimm.compose import uses_cuda
+
+    if cfg.trainer.get("sync_batchnorm") and not uses_cuda(cfg):
+        log.info("trainer.sync_batchnorm=true needs CUDA devices: off on the CPU")
+        with open_dict(cfg):
+            cfg.trainer.sync_batchnorm = False
 
 
 def _quiet_known_warnings() -> None:

@@ -22,7 +22,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from autotimm.devices import claim_gpu
-from autotimm.outcome import failed_record, hydra_config, in_multirun
+from autotimm.multirun_checks import check_one_process_per_trial
+from autotimm.outcome import failed_record, hydra_config, in_multirun, is_rank_zero
 from autotimm.results import RecordError, read_record, write_record
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ def start_trial(cfg: DictConfig) -> bool:
     """Prepare a sweep trial (see the module doc). Returns whether this run is one."""
     if not in_multirun():
         return False
+    check_one_process_per_trial(cfg)  # sweeps started without conf/hydra's callback
     claim_gpu()  # first: before anything initialises CUDA
     if "sweep" not in cfg:
         return True
@@ -90,7 +92,7 @@ def _resume_requeued(cfg: DictConfig) -> None:
 
 def record_failure(cfg: DictConfig, exc: BaseException, started: float) -> None:
     """Write the run's record with status "failed" (or "interrupted") and the reason."""
-    if hydra_config() is None:
+    if hydra_config() is None or not is_rank_zero():  # DDP: rank zero writes the record
         return
     record = failed_record(cfg, exc, started)
     try:

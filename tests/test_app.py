@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import subprocess
 from pathlib import Path
 
@@ -203,7 +204,8 @@ def test_results_json_of_a_run(trained_run):
 def test_resume_from_last_checkpoint(trained_run, run_app):
     first_dir, _ = trained_run
     last = first_dir / "checkpoints" / "last.ckpt"
-    app = run_app(*SHORT, "trainer.max_epochs=3", f"ckpt_path={last}")
+    every_step = "trainer.log_every_n_steps=1"
+    app = run_app(*SHORT, "trainer.max_epochs=3", every_step, f"ckpt_path={last}")
     assert app.code == 0, app.output[-3000:]
     second = app.results()
     assert app.run_dir != first_dir and second["status"] == "completed"
@@ -214,6 +216,11 @@ def test_resume_from_last_checkpoint(trained_run, run_app):
     # Lightning closes the checkpoint's epoch (1) with a validation pass, then trains epoch 2
     assert "0" not in {row["epoch"] for row in rows}
     assert max(val_epochs) == 2
+    # the cosine planned for 6 steps is re-sized to 9 (autotimm.resume): never climbing
+    # back up, the last step at the lr of the plan's last step (lr 1e-3, step 5 of 6)
+    lrs = [float(row["train/lr"]) for row in rows if row.get("train/lr")]
+    assert lrs and all(b <= a * (1 + 1e-6) for a, b in zip(lrs, lrs[1:], strict=False)), lrs
+    assert lrs[-1] == pytest.approx(1e-3 * 0.5 * (1 + math.cos(math.pi * 5 / 6)), rel=1e-5)
 
 
 def test_parallel_runs_get_their_own_directories(tmp_path):
