@@ -47,3 +47,25 @@ def test_sweep_efficiency_tiny_ends_with_its_json_line(tmp_path):
         result["with"]["epochs"] / result["without"]["epochs"], abs=1e-3
     )
     assert json.loads((tmp_path / "out" / "results.jsonl").read_text()) == result
+    # the replay of the unpruned sweep with the same pruner predicts what the real pruned
+    # sweep trained (exact for sequential trials)
+    replay = subprocess.run(
+        [
+            sys.executable,
+            "pruner_replay.py",
+            str(tmp_path / "work" / "none" / "sweeps" / "efficiency"),
+            "--pruner",
+            "threshold",
+            "--set",
+            "threshold.lower=0.99",
+        ],
+        cwd=ROOT / "benchmarks",
+        env=train_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert replay.returncode == 0, replay.stdout[-3000:] + replay.stderr[-3000:]
+    (row,) = json.loads(replay.stdout.strip().splitlines()[-1])["pruners"]
+    assert row["epochs"] == result["with"]["epochs"] and row["completed"] == 0
+    assert row["epochs_ratio"] == result["epochs_ratio"]
