@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test-data train test test-slow test-all lint format clean
+.PHONY: setup test-data train test test-slow test-engines test-all lint format clean
 
 # The venv is rebuilt when pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -27,6 +27,11 @@ test: $(STAMP) test-data
 # the long tests (e.g. the full default digits run), kept in CI
 test-slow: $(STAMP) test-data
 	$(PY) -m pytest -q -m slow $(PYTEST_ARGS)
+
+# real engines: a one-node SLURM cluster, PostgreSQL and Ray, installed when missing
+# (root), started for the tests marked `engines` and stopped (scripts/engines/run.sh)
+test-engines: $(STAMP)
+	PY=$(PY) bash scripts/engines/run.sh
 
 test-all: $(STAMP) test-data
 	$(PY) -m pytest -q -m "slow or not slow" $(PYTEST_ARGS)

@@ -4,8 +4,9 @@ trial as soon as any ends (autotimm.sweep.runners, runners_submitit, runners_ray
 The submitit tests run real sweeps through hydra-submitit-launcher's local executor (real
 separate processes). In each, the slow trial 0 ends only once trial 2 started (or after a
 time-out): with batches of two, trial 2 would start only after trial 0 ended, and the
-start/finish times would show it. Ray is not installed here: its runner is chosen for the
-Ray launcher's class and names the extra to install.
+start/finish times would show it. Without Ray, its runner is chosen for the Ray launcher's
+class and names the extra to install; real SLURM and Ray runs are in
+tests/test_engines_slurm.py and test_engines_ray.py (`make test-engines`).
 """
 
 from __future__ import annotations
@@ -82,9 +83,11 @@ def test_ray_launcher_without_ray_names_the_extra_to_install():
     # hydra-ray-launcher needs Ray, so neither is here: a class of its launcher's name stands in
     module = "hydra_plugins.hydra_ray_launcher.ray_launcher"
     launcher = type("RayLauncher", (), {"__module__": module})()
-    with pytest.raises(ImportError, match=r"pip install 'autotimm\[ray\]'") as raised:
+    from autotimm.sweep.engine_checks import SweepSetupError
+
+    with pytest.raises(SweepSetupError, match=r"pip install 'autotimm\[ray\]'") as raised:
         runners.make_runner(DevicePlan(n_jobs=2, launcher=REMOTE), launcher)
-    assert "RayLauncher runs trials as Ray tasks" in str(raised.value)
+    assert "(RayLauncher) runs trials as Ray tasks" in str(raised.value)
 
 
 # -- asynchronous submission, end to end ---------------------------------------------------

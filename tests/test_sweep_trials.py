@@ -86,3 +86,35 @@ def test_max_failure_rate_out_of_range_is_refused(rate):
 
     with pytest.raises(ValueError, match=rf"max_failure_rate={rate} not accepted.*0\.0.*1\.0"):
         StudySweeper(None, "maximize", None, "s", 4, rate, None, None, None)
+
+
+def test_two_processes_asking_for_the_last_place_get_it_once(tmp_path):
+    """Two sweep processes (two Study objects on one storage, as two processes hold) both
+    counted 2 of n_trials=3 finished and asked: exactly one trial goes ahead; the other is
+    failed as surplus, does not count, and the values queued for it are queued again."""
+    import optuna
+
+    from autotimm.sweep.recovery import give_back
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    first = optuna.create_study(study_name="s", storage=url, direction="maximize")
+    for value in (0.1, 0.2):
+        first.tell(first.ask(), value)
+    second = optuna.load_study(study_name="s", storage=url)
+    mine = first.ask()
+    first.enqueue_trial({"x": 0.5})  # e.g. an interrupted trial's values
+    theirs = second.ask()  # takes the queued values
+    assert theirs.number > mine.number and theirs.system_attrs["fixed_params"] == {"x": 0.5}
+    assert trials.within_n_trials(first, mine.number, 3)
+    assert not trials.within_n_trials(second, theirs.number, 3)
+    give_back(second, theirs)
+
+    stored = first.get_trials()
+    counts = trials.count_trials(stored)
+    assert (counts.finished, counts.running, counts.surplus, counts.waiting) == (2, 1, 1, 1)
+    assert stored[theirs.number].user_attrs[trials.ATTR_SURPLUS] is True
+    assert trials.failures(first) == []  # not a failure of the sweep
+    assert stored[-1].system_attrs["fixed_params"] == {"x": 0.5}  # queued again
+    # counting first, then asking (the old way), both would have gone ahead
+    assert trials.count_trials(stored[: mine.number]).finished == 2

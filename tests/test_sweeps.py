@@ -41,6 +41,13 @@ TINY = [
 # a cheaper trial where the sweep machinery is the subject, not the model: timm's smallest
 # resnet, no cost measurement (about a second less per trial)
 TINIEST = [*TINY, "backbone.model_name=test_resnet", "measure_cost=false"]
+# conf/hydra/launcher/ray_gpu.yaml on the test machines (no GPU, 2 cores)
+RAY_ON_CPU = [
+    "hydra/launcher=ray_gpu",
+    "hydra.launcher.ray.remote.num_gpus=0",
+    "hydra.launcher.ray.remote.num_cpus=1",
+    "+hydra.launcher.ray.init.num_cpus=2",
+]
 SWEPT = ("optimizer.lr", "regularization.mixup_alpha", "regularization.label_smoothing")
 
 
@@ -387,6 +394,9 @@ def test_optuna_sweep_continues_its_study_and_compares(tmp_path):
     first = study.get_trials()
     assert [t.state.name for t in first] == ["COMPLETE"] * 3
     assert summary["best_value"] == pytest.approx(study.best_value)
+    # the best trial's model card, copied to the sweep folder
+    best_run = folder / f"trial_{study.best_trial.number:04d}"
+    assert (folder / "MODEL_CARD.md").read_text() == (best_run / "MODEL_CARD.md").read_text()
     for trial in first:
         run_dir = folder / f"trial_{trial.number:04d}"
         config = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text())
@@ -599,14 +609,5 @@ def test_sweep_through_ray_when_installed(tmp_path):
     """conf/hydra/launcher/ray_gpu.yaml with a local Ray (the optional [ray] extra)."""
     pytest.importorskip("hydra_plugins.hydra_ray_launcher")
     folder = sweep_dir(tmp_path, "quick")
-    sweep(
-        tmp_path,
-        "+sweeps=quick",
-        "hydra/launcher=ray_gpu",
-        "hydra.launcher.ray.remote.num_gpus=0",  # the test machines have no GPU
-        "hydra.launcher.ray.remote.num_cpus=1",
-        "+hydra.launcher.ray.init.num_cpus=2",
-        "hydra.sweeper.n_trials=2",
-        *TINY,
-    )
+    sweep(tmp_path, "+sweeps=quick", *RAY_ON_CPU, "hydra.sweeper.n_trials=2", *TINY)
     assert [t.state.name for t in load_study(folder, "quick").get_trials()] == ["COMPLETE"] * 2

@@ -9,9 +9,8 @@ One job or task per trial reuses the optional launcher plugins' job functions (t
 submitit launcher's callable, the Ray launcher's `launch_job_on_ray`): `PLUGIN_SIGNATURES`.
 
 pyproject.toml pins the versions this module was written against. `SIGNATURES` and
-`check_internals()` state what each call relies on; tests/test_plugin_api.py runs the check
-(and so does every Optuna sweep at its start), so an upgrade fails loudly instead of
-silently in a user's sweep.
+`check_internals()` state what each call relies on; tests/test_plugin_api.py (and every
+Optuna sweep at its start) runs the check: an upgrade fails loudly, not in a user's sweep.
 
 Imports are lazy: the search-path plugin imports this module at Hydra's plugin discovery
 (every start of train.py), where importing optuna would cost a second.
@@ -25,6 +24,8 @@ import inspect
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
+
+from autotimm.sweep.engine_checks import SweepSetupError  # light: no optuna
 
 _OPTUNA_IMPL = "hydra_plugins.hydra_optuna_sweeper._impl"
 _JOBLIB_CORE = "hydra_plugins.hydra_joblib_launcher._core"
@@ -364,11 +365,10 @@ class RayJobs:
 
             self._util = importlib.import_module(_RAY_UTIL)
         except ImportError as exc:
-            raise ImportError(
-                f"{type(launcher).__name__} runs trials as Ray tasks, but Ray or "
-                f"hydra-ray-launcher is not installed here ({exc}); install the optional "
-                "extra: pip install 'autotimm[ray]'"
-            ) from exc
+            raise SweepSetupError(
+                f"hydra/launcher=ray_gpu ({type(launcher).__name__}) runs trials as Ray tasks, but "
+                f"Ray or hydra-ray-launcher is not installed ({exc}): pip install 'autotimm[ray]'"
+            ) from None
         _check_plugin(_RAY)
         self._launcher = launcher
 

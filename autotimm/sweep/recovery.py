@@ -3,7 +3,8 @@
 Every trial a sweep starts carries its host, process id and a heartbeat (refreshed by a
 thread while it runs). A RUNNING trial whose sweep process is gone (same host) or whose
 heartbeat stopped (any host: sweeps driven from other machines) was interrupted: the next
-sweep on the study marks it failed with `interrupted` set and queues its values again.
+sweep on the study marks it failed with `interrupted` set and queues its values again;
+the SLURM job such a trial left running is cancelled.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import subprocess
 import threading
 import time
 import warnings
@@ -26,8 +28,10 @@ from autotimm.sweep.trials import (
     ATTR_HEARTBEAT,
     ATTR_HOST,
     ATTR_INTERRUPTED,
+    ATTR_JOB,
     ATTR_PID,
     ATTR_RUN_DIR,
+    ATTR_SURPLUS,
 )
 
 log = logging.getLogger(__name__)
@@ -35,6 +39,7 @@ log = logging.getLogger(__name__)
 HEARTBEAT_S = 60.0  # sweeps record a heartbeat on their running trials this often
 STALE_AFTER_S = 600.0  # a RUNNING trial with no heartbeat for this long was interrupted
 INTERRUPTED = "interrupted: the sweep process ended while this trial ran (killed or crashed)"
+SURPLUS = "surplus: asked beyond n_trials at the same moment as another sweep process's trial"
 
 
 def _pid_alive(pid: int) -> bool:
@@ -71,6 +76,7 @@ def recover_interrupted(study: optuna.Study) -> list[int]:
         attrs = {ATTR_FAILURE: INTERRUPTED, ATTR_INTERRUPTED: True}
         if not plugin_api.fail_trial(study, trial, attrs):
             continue  # finished meanwhile, or another sweep process recovered it first
+        cancel_orphan_job(trial)
         if trial.params:
             with warnings.catch_warnings():  # enqueue_trial is "experimental" in optuna 2.x
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -83,6 +89,40 @@ def recover_interrupted(study: optuna.Study) -> list[int]:
             ", ".join(map(str, recovered)),
         )
     return recovered
+
+
+def cancel_orphan_job(trial: FrozenTrial) -> None:
+    """Cancel the SLURM job an interrupted trial left running (its GPU is needed; its
+    values run again as a new trial). Best effort: the job may have ended meanwhile."""
+    job = str(trial.user_attrs.get(ATTR_JOB) or "")
+    if not job.startswith("slurm:"):
+        return
+    job_id = job.removeprefix("slurm:")
+    try:
+        subprocess.run(["scancel", job_id], capture_output=True, timeout=60, check=False)
+    except (OSError, subprocess.SubprocessError) as exc:
+        log.warning("could not cancel SLURM job %s of trial %d: %s", job_id, trial.number, exc)
+        return
+    log.warning(
+        "Trial %d's SLURM job %s, left by the stopped sweep, is cancelled", trial.number, job_id
+    )
+
+
+def give_back(study: optuna.Study, trial: optuna.Trial) -> None:
+    """Fail a trial asked beyond n_trials as surplus (it never ran and does not count);
+    values queued for it (an interrupted trial's) are queued again."""
+    queued = trial.system_attrs.get("fixed_params")
+    attrs = {ATTR_FAILURE: SURPLUS, ATTR_SURPLUS: True}
+    plugin_api.fail_trial(study, trial, attrs)
+    if queued:
+        with warnings.catch_warnings():  # enqueue_trial is "experimental" in optuna 2.x
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.enqueue_trial(dict(queued))
+    log.info(
+        "Trial %d: not run, the study has its n_trials (another sweep process "
+        "asked for the last place at the same moment)",
+        trial.number,
+    )
 
 
 class Heartbeat:

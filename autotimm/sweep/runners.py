@@ -27,6 +27,7 @@ import optuna
 
 from autotimm.devices import DevicePlan, is_launcher
 from autotimm.sweep import plugin_api
+from autotimm.sweep.trials import ATTR_JOB
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +147,9 @@ class EngineRunner:
             self._refused.append(Outcome(trial, error=exc))
             return
         log_submit(trial, overrides, self._describe(handle))
+        job = self._job_ref(handle)
+        if job is not None:  # a rerun after this sweep was killed cancels it (recovery)
+            trial.set_user_attr(ATTR_JOB, job)
         self._running.append((handle, trial))
 
     def wait(self) -> list[Outcome]:
@@ -181,6 +185,10 @@ class EngineRunner:
 
     def _describe(self, handle: Any) -> str:
         return str(handle)
+
+    def _job_ref(self, handle: Any) -> str | None:
+        """`engine:id` of a job that outlives the sweep process (None: it dies with it)."""
+        return None
 
     def _await(self, handles: list[Any]) -> list[Any]:
         raise NotImplementedError

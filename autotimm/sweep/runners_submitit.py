@@ -8,7 +8,9 @@ through autotimm.sweep.plugin_api), so a job is what the launcher would run, in 
 trial's directory. A new trial is submitted as soon as any job ends, up to `sweep.n_jobs`
 (default: the launcher's `array_parallelism`). A job that hits its time limit or is
 preempted is requeued by submitit (the launcher's `checkpoint`) and resumes from its
-last.ckpt (autotimm.run_wrapper); the sweep waits for it through the requeue.
+last.ckpt (autotimm.run_wrapper); the sweep waits for it through the requeue. Before
+any trial, `sbatch --test-only` checks that the cluster can ever run the job as sized
+(autotimm.sweep.engine_checks).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import time
 from typing import Any
 
 from autotimm.sweep import plugin_api
+from autotimm.sweep.engine_checks import check_slurm_request
 from autotimm.sweep.runners import EngineRunner
 
 POLL_S = 1.0  # how often a job's result file is looked for (submitit's own Job.wait: 1 s)
@@ -29,6 +32,8 @@ class SubmititRunner(EngineRunner):
         super().__init__()
         self._jobs = plugin_api.SubmititJobs(launcher)
         self._executor = self._jobs.executor()  # a bad launcher key fails here, not per trial
+        if self._jobs.cluster == "slurm":  # an impossible request fails here, not pending
+            check_slurm_request(self._executor, dict(launcher.params))
 
     def _start(self, number: int, overrides: list[str]) -> Any:
         function, args = self._jobs.call(number, overrides)
@@ -36,6 +41,10 @@ class SubmititRunner(EngineRunner):
 
     def _describe(self, job: Any) -> str:
         return f"{self._jobs.cluster} job {job.job_id}"
+
+    def _job_ref(self, job: Any) -> str | None:
+        # a SLURM job runs on without the sweep; a local job is the sweep's child
+        return f"slurm:{job.job_id}" if self._jobs.cluster == "slurm" else None
 
     def _await(self, jobs: list[Any]) -> list[Any]:
         # submitit rate-limits its own queries of the SLURM state (sacct) behind done()

@@ -9,6 +9,13 @@ autotimm.sweep.plugin_api), with autotimm's study handling:
   absolute (autotimm.sweep.storage).
 - continue up to `n_trials`: re-running the same command counts the study's finished
   trials and runs only the missing ones (hydra-optuna-sweeper would add n_trials more).
+  Several sweep processes on one study (PostgreSQL) end with exactly n_trials: each asks
+  for a trial first, then counts the trials asked before it (`_ask`).
+- one study, one set of fixed settings: a rerun with another backbone, dataset, ... is
+  refused with the way to continue or start anew (autotimm.sweep.identity).
+- before the study is touched, the storage is reached and the engine asked whether it
+  will take the trials (autotimm.sweep.engine_checks): a bad URL, password, partition or
+  resource request, or a missing Ray, stops the sweep with one short message.
   Each trial draws its values with a seed of its own (seed, study, trial number), so a
   continued study never repeats values and two sweep processes on one study never draw
   the same ones; TPE uses constant liar with parallel trials (autotimm.sweep.sampling).
@@ -43,8 +50,10 @@ from optuna.trial import TrialState
 from autotimm.devices import DevicePlan, plan_for_sweep
 from autotimm.objectives import objective_specs
 from autotimm.sweep import plugin_api
-from autotimm.sweep.recovery import Heartbeat, recover_interrupted
-from autotimm.sweep.runners import Outcome, make_runner
+from autotimm.sweep.engine_checks import check_storage
+from autotimm.sweep.identity import check_identity
+from autotimm.sweep.recovery import Heartbeat, give_back, recover_interrupted
+from autotimm.sweep.runners import Outcome, Runner, make_runner
 from autotimm.sweep.sampling import NSGA2, TPE, build_sampler, sampler_for_trial, warm_start
 from autotimm.sweep.storage import absolute_storage, masked
 from autotimm.sweep.summary import write_summary
@@ -60,6 +69,7 @@ from autotimm.sweep.trials import (
     trial_dir_name,
     trial_value,
     was_pruned,
+    within_n_trials,
 )
 
 log = logging.getLogger(__name__)
@@ -157,13 +167,23 @@ class StudySweeper:
         elif self.sampler_config is not None:  # constant liar decided by the device plan
             self.sampler = build_sampler(self.sampler_config, self.plan.n_jobs)
         self.is_grid = is_grid
-        study = self._open_study(fixed=fixed)
-        warm_start(study, self.sweep_settings, self.storage, distributions)
-        self.sweep_dir.mkdir(parents=True, exist_ok=True)
-        stopped = self._run_trials(study, distributions, fixed)
+        # before the study is touched: can the storage and the engine be reached
+        self.storage = absolute_storage(self.storage)
+        check_storage(self.storage)
+        runner = make_runner(self.plan, self.launcher)
+        try:
+            study = self._open_study(fixed=fixed)
+            warm_start(study, self.sweep_settings, self.storage, distributions)
+            self.sweep_dir.mkdir(parents=True, exist_ok=True)
+            stopped = self._run_trials(study, runner, distributions, fixed)
+        finally:
+            runner.close()
         counts = write_summary(
             study, self.storage, self.n_trials, self.objective_names, self.sweep_dir
         )
+        from autotimm.inference.model_card import copy_best_card
+
+        copy_best_card(self.sweep_dir)  # the best trial's MODEL_CARD.md (never raises)
         if stopped is None and counts.failed and not counts.complete:
             stopped = SweepFailedError(
                 f"no trial of study {study.study_name!r} completed; {counts.failed} failed: "
@@ -180,7 +200,6 @@ class StudySweeper:
                 f"hydra.sweeper.direction={directions} does not match optimized_metric="
                 f"{self.objective_names}; leave the direction to follow optimized_mode"
             )
-        self.storage = absolute_storage(self.storage)
         if self.storage is None:
             log.warning(
                 "no storage: the study lives in memory and cannot be continued; set "
@@ -200,8 +219,8 @@ class StudySweeper:
                 f"study {study.study_name!r} in {masked(self.storage)} optimises {stored}, "
                 f"this sweep asks for {directions}; use another sweep.name for a new study"
             )
+        check_identity(study, self.storage, fixed)  # one study, one set of fixed settings
         recover_interrupted(study)
-        self._warn_on_changed_settings(study, fixed)
         self._log_start(study)
         return study
 
@@ -234,31 +253,47 @@ class StudySweeper:
         counts = count_trials(study.get_trials(deepcopy=False))
         return self.n_trials - counts.finished - counts.running
 
+    def _ask(self, study: optuna.Study) -> optuna.Trial | None:
+        """A new trial within n_trials, or None when the study has all it needs.
+
+        Ask first, then count (autotimm.sweep.trials.within_n_trials): of two sweep
+        processes asking at the same moment for the last place, one gets it; the other's
+        trial is failed as surplus at once (it never ran, it does not count).
+        """
+        recover_interrupted(study)  # another sweep process on the study died meanwhile
+        if self._to_go(study) <= 0:
+            return None
+        trial = study.ask()
+        if within_n_trials(study, trial.number, self.n_trials):
+            return trial
+        give_back(study, trial)
+        return None
+
     def _run_trials(
-        self, study: optuna.Study, distributions: dict[str, Any], fixed: dict[str, Any]
+        self,
+        study: optuna.Study,
+        runner: Runner,
+        distributions: dict[str, Any],
+        fixed: dict[str, Any],
     ) -> SweepFailedError | None:
         """Keep `plan.n_jobs` trials running until n_trials finished or too many failed."""
         stopped: SweepFailedError | None = None
-        runner = make_runner(self.plan, self.launcher)
-        try:
-            with Heartbeat() as heartbeat:
-                while True:
-                    while runner.running < self.plan.n_jobs and stopped is None:
-                        if self._to_go(study) <= 0:
-                            break
-                        trial = study.ask()
-                        self._seed_for(study, trial)
-                        heartbeat.start(trial, self.sweep_dir / trial_dir_name(trial.number))
-                        runner.submit(trial, self._trial_overrides(trial, distributions, fixed))
-                    if runner.running == 0:
+        with Heartbeat() as heartbeat:
+            while True:
+                while runner.running < self.plan.n_jobs and stopped is None:
+                    trial = self._ask(study)
+                    if trial is None:
                         break
-                    for outcome in runner.wait():
-                        heartbeat.remove(outcome.trial)
-                        self._tell(study, outcome)
-                    if stopped is None:
-                        stopped = failure_rate_exceeded(study, self.max_failure_rate, self.n_trials)
-        finally:
-            runner.close()
+                    self._seed_for(study, trial)
+                    heartbeat.start(trial, self.sweep_dir / trial_dir_name(trial.number))
+                    runner.submit(trial, self._trial_overrides(trial, distributions, fixed))
+                if runner.running == 0:
+                    break
+                for outcome in runner.wait():
+                    heartbeat.remove(outcome.trial)
+                    self._tell(study, outcome)
+                if stopped is None:
+                    stopped = failure_rate_exceeded(study, self.max_failure_rate, self.n_trials)
         return stopped
 
     # -- pieces ------------------------------------------------------------------------
@@ -272,25 +307,6 @@ class StudySweeper:
         )
         if sampler is not None:
             study.sampler = sampler
-
-    def _warn_on_changed_settings(self, study: optuna.Study, fixed: dict[str, Any]) -> None:
-        earlier = [t for t in study.get_trials(deepcopy=False) if ATTR_FIXED in t.user_attrs]
-        if not earlier:
-            return
-        before = earlier[-1].user_attrs[ATTR_FIXED]
-        now = {k: str(v) for k, v in fixed.items()}
-        changed = {
-            k: (before.get(k), now.get(k))
-            for k in set(before) | set(now)
-            if before.get(k) != now.get(k) and not k.startswith(("paths.", "hydra."))
-        }
-        if changed:
-            log.warning(
-                "Study %s continues with other fixed settings than its earlier trials: %s. "
-                "Use another sweep.name for a separate study.",
-                study.study_name,
-                ", ".join(f"{k}: {a} -> {b}" for k, (a, b) in sorted(changed.items())),
-            )
 
     def _trial_overrides(
         self, trial: optuna.Trial, distributions: dict[str, Any], fixed: dict[str, Any]

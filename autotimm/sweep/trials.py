@@ -23,7 +23,9 @@ MIN_TRIALS_FOR_RATE = 3  # max_failure_rate is judged once this many trials fini
 # trial user attributes
 ATTR_HOST, ATTR_PID, ATTR_HEARTBEAT = "sweep_host", "sweep_pid", "sweep_heartbeat"
 ATTR_FAILURE, ATTR_INTERRUPTED, ATTR_RUN_DIR = "failure", "interrupted", "run_dir"
-ATTR_FIXED = "fixed_overrides"  # the sweep's fixed values, to warn when a rerun changes them
+ATTR_FIXED = "fixed_overrides"  # the sweep's fixed values (autotimm.sweep.identity)
+ATTR_JOB = "sweep_job"  # the trial's job on its engine, e.g. "slurm:1234"
+ATTR_SURPLUS = "surplus"  # asked beyond n_trials by a sweep process that lost the race
 
 
 class SweepFailedError(RuntimeError):
@@ -42,6 +44,7 @@ class StudyCounts:
     interrupted: int = 0
     running: int = 0
     waiting: int = 0
+    surplus: int = 0  # asked beyond n_trials and failed at once: never ran
 
     @property
     def finished(self) -> int:
@@ -57,7 +60,9 @@ def count_trials(trials: Sequence[FrozenTrial]) -> StudyCounts:
         elif trial.state == TrialState.PRUNED:
             counts.pruned += 1
         elif trial.state == TrialState.FAIL:
-            if trial.user_attrs.get(ATTR_INTERRUPTED):
+            if trial.user_attrs.get(ATTR_SURPLUS):
+                counts.surplus += 1
+            elif trial.user_attrs.get(ATTR_INTERRUPTED):
                 counts.interrupted += 1
             else:
                 counts.failed += 1
@@ -73,7 +78,21 @@ def failures(study: Study) -> list[tuple[int, dict[str, Any], str]]:
     return [
         (t.number, dict(t.params), str(t.user_attrs.get(ATTR_FAILURE, "unknown")))
         for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+        if not t.user_attrs.get(ATTR_SURPLUS)
     ]
+
+
+def within_n_trials(study: Study, number: int, n_trials: int) -> bool:
+    """Whether trial `number`, just asked, is one of the study's n_trials.
+
+    Ask first, then count: the trials asked before it (lower numbers: the storage numbers
+    trials in the order they are created) that finished or run must leave it a place. Two
+    sweep processes that ask at the same moment both see the earlier one, so exactly one
+    of them gets the last place (counting first, then asking, both would take it).
+    """
+    earlier = [t for t in study.get_trials(deepcopy=False) if t.number < number]
+    counts = count_trials(earlier)
+    return counts.finished + counts.running < n_trials
 
 
 def listed(found: list[tuple[int, dict[str, Any], str]]) -> str:

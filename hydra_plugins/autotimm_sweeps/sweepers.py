@@ -14,6 +14,10 @@ study code) happen when a sweep starts, not at plugin discovery.
 from __future__ import annotations
 
 import logging
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from hydra.plugins import sweeper as sweeper_plugin
@@ -37,10 +41,30 @@ class AutotimmOptunaSweeper(sweeper_plugin.Sweeper):
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
     ) -> None:
-        self.sweeper.setup(hydra_context=hydra_context, task_function=task_function, config=config)
+        with setup_errors_reported():
+            self.sweeper.setup(
+                hydra_context=hydra_context, task_function=task_function, config=config
+            )
 
     def sweep(self, arguments: list[str]) -> None:
-        return self.sweeper.sweep(arguments)
+        with setup_errors_reported():
+            return self.sweeper.sweep(arguments)
+
+
+@contextmanager
+def setup_errors_reported() -> Iterator[None]:
+    """A sweep that cannot start as configured (autotimm.sweep.engine_checks: storage,
+    engine, study identity, bad sweep values) exits 1 with one short message, as single
+    runs do (autotimm.user_errors); HYDRA_FULL_ERROR=1 shows the traceback."""
+    from autotimm.user_errors import UserError, print_user_error
+
+    try:
+        yield
+    except UserError as exc:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print_user_error(exc)
+        sys.exit(1)
 
 
 class AutotimmBasicSweeper(plugin_api.basic_sweeper_class()):  # type: ignore[misc]
@@ -53,7 +77,8 @@ class AutotimmBasicSweeper(plugin_api.basic_sweeper_class()):  # type: ignore[mi
 
         plan = plan_for_sweep(config)  # before the launcher reads n_jobs
         log.info("Grid sweep: %s", plan.describe())
-        super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
+        with setup_errors_reported():
+            super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
 
     def sweep(self, arguments: list[str]) -> Any:
         from autotimm.outcome import failure_reason
