@@ -20,8 +20,10 @@ class BackboneConfig:
     """Everything `timm.create_model` needs to build the feature extractor.
 
     `kwargs` holds extra `timm.create_model` keyword arguments (e.g. `img_size`,
-    `global_pool`). `checkpoint_path` loads local weights (a timm/torch state dict)
-    instead of downloading pretrained ones.
+    `global_pool`). `checkpoint_path` loads local weights (a timm/torch state dict, or an
+    autotimm checkpoint: its backbone) instead of downloading pretrained ones.
+    `grad_checkpointing` recomputes activations in the backward pass (timm's
+    `set_grad_checkpointing`): less memory for large backbones, slower steps.
     """
 
     model_name: str
@@ -30,6 +32,7 @@ class BackboneConfig:
     drop_path_rate: float = 0.0
     in_chans: int = 3
     checkpoint_path: str | None = None
+    grad_checkpointing: bool = False
     kwargs: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -45,6 +48,10 @@ class BackboneConfig:
         validate_model_name(self.model_name)
         check_fraction("drop_rate", self.drop_rate)
         check_fraction("drop_path_rate", self.drop_path_rate)
+        if not isinstance(self.grad_checkpointing, bool):
+            raise ConfigValueError(
+                "grad_checkpointing", self.grad_checkpointing, "accepted: true, false"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -134,6 +141,45 @@ def create_backbone(config: BackboneConfig) -> nn.Module:
 
     `config` checked its own values when it was made (BackboneConfig.__post_init__).
     """
+    model = _create(config)
+    if config.grad_checkpointing:
+        model.set_grad_checkpointing(True)
+    return model
+
+
+def autotimm_backbone_state(path: Path) -> dict[str, Any] | None:
+    """The backbone weights of an autotimm checkpoint (a Lightning .ckpt of an
+    ImageClassifier, EMA weights when the run had EMA); None for any other file."""
+    import torch
+
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # not a torch pickle (e.g. safetensors): timm's loader reads it
+        return None
+    state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
+    if not isinstance(state, dict):
+        return None
+    prefix = "backbone."
+    found = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    return found or None
+
+
+def _load_backbone_state(
+    config: BackboneConfig, kwargs: dict[str, Any], state: dict[str, Any], path: Path
+) -> nn.Module:
+    model = timm.create_model(config.model_name, pretrained=False, **kwargs)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:  # another architecture (or in_chans) than the checkpoint's
+        first = (str(exc).splitlines()[1:2] or [str(exc)[:200]])[0].strip()
+        raise ValueError(
+            f"backbone.checkpoint_path {str(path)!r}: its backbone weights do not fit "
+            f"{config.model_name!r} ({first}); use the backbone the checkpoint was trained with"
+        ) from exc
+    return model
+
+
+def _create(config: BackboneConfig) -> nn.Module:
     kwargs: dict[str, Any] = dict(config.kwargs)
     kwargs.update(
         num_classes=0,
@@ -148,6 +194,9 @@ def create_backbone(config: BackboneConfig) -> nn.Module:
                 f"BackboneConfig.checkpoint_path {str(path)!r} does not exist (expected a "
                 f"state dict file for {config.model_name!r})"
             )
+        state = autotimm_backbone_state(path)
+        if state is not None:  # fine-tuning from an earlier run's checkpoint
+            return _load_backbone_state(config, kwargs, state, path)
         # timm's own pretrained loader reads a local file: it adapts in_chans and drops
         # the classifier weights that do not fit num_classes=0.
         kwargs["pretrained_cfg_overlay"] = dict(file=str(path))

@@ -100,8 +100,13 @@ class RichProgressBar(_RichProgressBar):
         self.metrics_every_n_steps = metrics_every_n_steps
         self._hold_metrics = False
 
+    def reads_metrics(self, batch_idx: int) -> bool:
+        """Whether the bar reads the logged metrics after training batch `batch_idx`
+        (ImageClassifier logs its step values on those steps)."""
+        return (batch_idx + 1) % self.metrics_every_n_steps == 0
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch: Any, batch_idx: int) -> None:
-        self._hold_metrics = (batch_idx + 1) % self.metrics_every_n_steps != 0
+        self._hold_metrics = not self.reads_metrics(batch_idx)
         try:
             super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
         finally:

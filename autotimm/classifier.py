@@ -7,9 +7,9 @@ from typing import Any
 
 import lightning as L
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
+from autotimm import recipes
 from autotimm.backbone import (
     BackboneConfig,
     as_backbone_config,
@@ -22,7 +22,9 @@ from autotimm.logging_config import LoggingConfig
 from autotimm.metrics import MetricConfig, MetricManager
 from autotimm.optim import TrainingLength, create_optimizer, create_scheduler
 from autotimm.optim_check import check_optimization
-from autotimm.regularization import BatchMixer, validate_regularization
+from autotimm.recipes import check_model_recipes
+from autotimm.regularization import BatchMixer, validate_mixup_schedule, validate_regularization
+from autotimm.step_logging import StageLogs, is_logging_step
 from autotimm.utils import to_plain
 
 
@@ -47,6 +49,9 @@ class ImageClassifier(L.LightningModule):
         mixup_alpha: Mixup alpha (training only; 0 disables).
         cutmix_alpha: CutMix alpha (training only; 0 disables).
         class_names: optional class names, saved in checkpoints for prediction.
+        ema_decay / freeze_backbone_epochs / backbone_lr_scale / layer_decay /
+        class_weights / mixup_prob / mixup_switch_prob / mixup_mode / mixup_off_epoch:
+            the training recipes, all off by default (see `autotimm.recipes`).
     """
 
     def __init__(
@@ -67,6 +72,15 @@ class ImageClassifier(L.LightningModule):
         mixup_alpha: float = 0.0,
         cutmix_alpha: float = 0.0,
         class_names: list[str] | None = None,
+        ema_decay: float | None = None,
+        freeze_backbone_epochs: int = 0,
+        backbone_lr_scale: float = 0.1,
+        layer_decay: float | None = None,
+        class_weights: list[float] | None = None,
+        mixup_prob: float = 1.0,
+        mixup_switch_prob: float = 0.5,
+        mixup_mode: str = "batch",
+        mixup_off_epoch: int | None = None,
     ) -> None:
         super().__init__()
         # Check everything before building anything: errors name the bad value.
@@ -75,6 +89,12 @@ class ImageClassifier(L.LightningModule):
         scheduler_kwargs = dict(to_plain(scheduler_kwargs) or {}) or None
         class_names = _checked_class_names(num_classes, class_names)
         validate_regularization(label_smoothing, mixup_alpha, cutmix_alpha, head_dropout)
+        validate_mixup_schedule(mixup_prob, mixup_switch_prob, mixup_mode, mixup_off_epoch)
+        class_weights = to_plain(class_weights)
+        mixes = mixup_alpha > 0 or cutmix_alpha > 0
+        check_model_recipes(
+            ema_decay, freeze_backbone_epochs, backbone_lr_scale, layer_decay, class_weights, mixes
+        )
         check_optimization(
             optimizer, lr, weight_decay, optimizer_kwargs, scheduler, scheduler_kwargs
         )
@@ -84,6 +104,7 @@ class ImageClassifier(L.LightningModule):
         metrics = metrics.configs if isinstance(metrics, MetricManager) else metrics
         with under("metrics"):
             self.metrics = MetricManager(list(to_plain(metrics) or []), num_classes)
+        self.stage_logs = StageLogs(self.metrics)
         # plain containers; loggers get the run's config instead (see also on_save_checkpoint)
         self.save_hyperparameters(
             {
@@ -103,6 +124,15 @@ class ImageClassifier(L.LightningModule):
                 "mixup_alpha": mixup_alpha,
                 "cutmix_alpha": cutmix_alpha,
                 "class_names": class_names,
+                "ema_decay": ema_decay,
+                "freeze_backbone_epochs": freeze_backbone_epochs,
+                "backbone_lr_scale": backbone_lr_scale,
+                "layer_decay": layer_decay,
+                "class_weights": class_weights,
+                "mixup_prob": mixup_prob,
+                "mixup_switch_prob": mixup_switch_prob,
+                "mixup_mode": mixup_mode,
+                "mixup_off_epoch": mixup_off_epoch,
             },
             logger=False,
         )
@@ -116,12 +146,8 @@ class ImageClassifier(L.LightningModule):
         self.head = ClassificationHead(
             output_features(self.backbone), hp.num_classes, hp.head_dropout
         )
-        self.criterion = nn.CrossEntropyLoss(label_smoothing=hp.label_smoothing)
-        self.mixer = (
-            BatchMixer(hp.num_classes, hp.mixup_alpha, hp.cutmix_alpha, hp.label_smoothing)
-            if hp.mixup_alpha > 0 or hp.cutmix_alpha > 0
-            else None
-        )
+        self.criterion = recipes.criterion(hp)  # label smoothing, class weights
+        self.mixer = BatchMixer.from_hparams(hp)  # None without mixup/cutmix
         if self.freeze_backbone:
             self.backbone.requires_grad_(False)
             self.backbone.eval()
@@ -144,6 +170,8 @@ class ImageClassifier(L.LightningModule):
         return self
 
     # ----------------------------------------------------------------- steps
+    # Per step: metric updates and a device-side loss sum. `self.log` (about 1 ms of Python
+    # each) only on the steps the loggers write and once per epoch (autotimm.step_logging).
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         images, target = batch[0], batch[1]
         if self.mixer is not None:
@@ -154,15 +182,13 @@ class ImageClassifier(L.LightningModule):
         else:
             logits = self(images)
             loss = self.criterion(logits, target)
+        self._log_step = log_step = is_logging_step(self._trainer, batch_idx)
         # train metrics compare against the original hard labels
-        self._update_and_log_metrics("train", logits, target)
-        # `train/loss` per step under its documented name, plus an epoch mean
-        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
-        self.log("train/loss_epoch", loss, on_step=False, on_epoch=True, sync_dist=True)
-        if self.logging_config.log_learning_rate:
-            lr = self.trainer.optimizers[0].param_groups[0]["lr"]
+        self.stage_logs.step(self, "train", logits, target, loss, log_step)
+        if log_step and self.logging_config.log_learning_rate:
+            lr = self._trainer.optimizers[0].param_groups[0]["lr"]
             self.log("train/lr", float(lr), on_step=True, on_epoch=False)
-        if self.logging_config.log_weight_norm:
+        if log_step and self.logging_config.log_weight_norm:
             self.log("train/weight_norm", _global_norm(self._trainable()), on_step=True)
         return loss
 
@@ -184,38 +210,25 @@ class ImageClassifier(L.LightningModule):
         images, target = batch[0], batch[1]
         logits = self(images)
         loss = self.criterion(logits, target)
-        # epoch means, reduced across processes once per epoch (no per-step sync)
-        self.log(
-            f"{stage}/loss",
-            loss,
-            on_step=False,
-            on_epoch=True,
-            prog_bar=stage == "val",
-            sync_dist=True,
-        )
-        self._update_and_log_metrics(stage, logits, target)
+        # epoch values only (logged at the epoch's end, reduced across processes once)
+        self.stage_logs.step(self, stage, logits, target, loss, log_step=False)
         return logits, target, loss
 
-    def _update_and_log_metrics(
-        self, stage: str, logits: torch.Tensor, target: torch.Tensor
-    ) -> None:
-        step_values = self.metrics.update(stage, logits, target)
-        for name, metric in self.metrics.get(stage).items():
-            config = self.metrics.config(name)
-            key = f"{stage}/{name}"
-            if config.log_on_epoch:
-                # Logging the Metric object lets Lightning compute/reset it per epoch
-                # without a host sync per step.
-                self.log(key, metric, on_step=False, on_epoch=True, prog_bar=config.prog_bar)
-            if config.log_on_step:
-                step_key = f"{key}_step" if config.log_on_epoch else key
-                self.log(
-                    step_key,
-                    step_values[name],
-                    on_step=True,
-                    on_epoch=False,
-                    prog_bar=config.prog_bar and not config.log_on_epoch,
-                )
+    def on_train_epoch_start(self) -> None:
+        self.stage_logs.start_epoch("train")
+
+    def on_validation_epoch_start(self) -> None:
+        self.stage_logs.start_epoch("val")
+
+    def on_test_epoch_start(self) -> None:
+        self.stage_logs.start_epoch("test")
+
+    def on_train_epoch_end(self) -> None:
+        # before checkpointing and early stopping, which Lightning calls after this hook
+        self.stage_logs.end_epoch(self, "train")
+
+    def on_test_epoch_end(self) -> None:
+        self.stage_logs.end_epoch(self, "test")
 
     # ----------------------------------------------------------------- diagnostics
     def _trainable(self) -> list[torch.Tensor]:
@@ -227,12 +240,13 @@ class ImageClassifier(L.LightningModule):
         return {f"backbone.{n}" for n in names}
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        if self.logging_config.log_gradient_norm:
+        if self.logging_config.log_gradient_norm and getattr(self, "_log_step", True):
             grads = [p.grad for p in self._trainable() if p.grad is not None]
             if grads:
                 self.log("train/grad_norm", _global_norm(grads), on_step=True)
 
     def on_validation_epoch_end(self) -> None:
+        self.stage_logs.end_epoch(self, "val")
         if not self.logging_config.log_confusion_matrix:
             return
         matrix = self.val_confusion.compute()
@@ -255,6 +269,7 @@ class ImageClassifier(L.LightningModule):
             self.hparams.weight_decay,
             self.hparams.optimizer_kwargs,
             allow_fused=self._fused_allowed(),
+            **recipes.optimizer_scales(self.hparams),  # layer decay, backbone lr factor
         )
         scheduler_name = self.hparams.scheduler
         named = isinstance(scheduler_name, str) and scheduler_name.lower() != "none"
@@ -274,6 +289,10 @@ class ImageClassifier(L.LightningModule):
         if trainer is None:
             return False
         return not trainer.gradient_clip_val and not str(trainer.precision).startswith("16")
+
+    def configure_callbacks(self) -> list[L.Callback]:
+        """The recipes' callbacks: EMA, staged unfreezing, mixup off from an epoch."""
+        return recipes.recipe_callbacks(self.hparams)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # The weights are in the state dict: rebuilding must not download or read files.

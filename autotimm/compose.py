@@ -64,8 +64,17 @@ def build_model(cfg: DictConfig, datamodule: Any) -> Any:
     """The ImageClassifier of the composed groups, sized to the data, prepared for speed."""
     from hydra.utils import instantiate
 
+    from autotimm.imbalance import loss_class_weights
+
     num_classes = num_classes_of(cfg, datamodule)
-    model = instantiate(cfg.model, num_classes=num_classes, class_names=datamodule.class_names)
+    # data.class_weights=auto: inverse class frequencies of the loaded training split
+    weights = loss_class_weights(cfg.data.get("class_weights"), datamodule)
+    model = instantiate(
+        cfg.model,
+        num_classes=num_classes,
+        class_names=datamodule.class_names,
+        **({"class_weights": weights} if weights is not None else {}),
+    )
     return prepare_model(model, cfg)
 
 

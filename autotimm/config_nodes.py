@@ -15,7 +15,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from autotimm.checks import ConfigValueError, check_fraction, under
+from autotimm.checks import ConfigValueError, check_fraction, check_positive, under
 from autotimm.utils import to_plain
 
 # the groups whose nodes validate_groups builds, in this order: regularization before
@@ -34,15 +34,22 @@ _PAIR_KEYS = dict(
 
 @dataclass
 class OptimizerConfig:
-    """An optimizer from `list_optimizers()` (or {'class', 'params'}) with lr and weight decay."""
+    """An optimizer from `list_optimizers()` (or {'class', 'params'}) with lr and weight decay;
+    layer-wise lr decay (null: off) and the backbone's lr factor when unfreezing it."""
 
     name: str | dict[str, Any] = "adamw"
     lr: float = 1e-3
     weight_decay: float = 1e-4
     kwargs: dict[str, Any] = field(default_factory=dict)
+    layer_decay: float | None = None
+    backbone_lr_scale: float = 0.1
 
     def __post_init__(self) -> None:
         from autotimm.optim_check import ArgKeys, check_optimizer
+        from autotimm.recipes import check_layer_decay
+
+        check_layer_decay(self.layer_decay)
+        check_positive("backbone_lr_scale", self.backbone_lr_scale)
 
         self.name = to_plain(self.name)
         self.kwargs = dict(to_plain(self.kwargs) or {})
@@ -69,19 +76,27 @@ class SchedulerConfig:
 
 @dataclass
 class RegularizationConfig:
-    """Label smoothing, mixup/cutmix, head dropout and stochastic depth, together."""
+    """Label smoothing, mixup/cutmix (timm Mixup's prob, switch_prob, mode; the epoch it
+    stops at), head dropout and stochastic depth, together."""
 
     label_smoothing: float = 0.0
     mixup_alpha: float = 0.0
     cutmix_alpha: float = 0.0
     head_dropout: float = 0.0
     drop_path_rate: float = 0.0
+    mixup_prob: float = 1.0
+    mixup_switch_prob: float = 0.5
+    mixup_mode: str = "batch"
+    mixup_off_epoch: int | None = None
 
     def __post_init__(self) -> None:
-        from autotimm.regularization import validate_regularization
+        from autotimm.regularization import validate_mixup_schedule, validate_regularization
 
         validate_regularization(
             self.label_smoothing, self.mixup_alpha, self.cutmix_alpha, self.head_dropout
+        )
+        validate_mixup_schedule(
+            self.mixup_prob, self.mixup_switch_prob, self.mixup_mode, self.mixup_off_epoch
         )
         check_fraction("drop_path_rate", self.drop_path_rate)
 
@@ -118,6 +133,7 @@ def validate_groups(cfg: DictConfig) -> None:
     """
     from autotimm.objectives import objective_specs
     from autotimm.optim_check import ArgKeys, check_optimization
+    from autotimm.recipes import check_run_recipes
 
     objective_specs(cfg.get("optimized_metric"), cfg.get("optimized_mode", "max"))
     built: dict[str, Any] = {}
@@ -132,6 +148,7 @@ def validate_groups(cfg: DictConfig) -> None:
         o, s = optimizer, scheduler
         keys = ArgKeys(**_PAIR_KEYS)
         check_optimization(o.name, o.lr, o.weight_decay, o.kwargs, s.name, s.kwargs, keys)
+    check_run_recipes(cfg)  # model.ema_decay, model.freeze_backbone_epochs, data.sampler, ...
 
 
 def _instantiate(node: DictConfig, group: str) -> Any:

@@ -188,28 +188,29 @@ class MetricManager(nn.Module):
         return self._by_name[name]
 
     def update(
-        self, stage: str, logits: torch.Tensor, target: torch.Tensor
+        self, stage: str, logits: torch.Tensor, target: torch.Tensor, step_values: bool = True
     ) -> dict[str, torch.Tensor]:
         """Feed one batch to every metric of `stage` in the form each expects.
 
-        Returns the batch values of the metrics configured with `log_on_step` (those
-        run the metric's forward, which also accumulates the epoch state).
+        With `step_values`, returns the batch values of the metrics configured with
+        `log_on_step` (those run the metric's forward, which also accumulates the epoch
+        state); without, every metric only accumulates (cheaper: no per-batch compute).
         """
         metrics = self.get(stage)
         if not len(metrics):
             return {}
         detached = logits.detach()
         inputs: dict[str, torch.Tensor] = {}
-        step_values: dict[str, torch.Tensor] = {}
+        values: dict[str, torch.Tensor] = {}
         for name, metric in metrics.items():
             config = self.config(name)
             if config.preds not in inputs:
                 inputs[config.preds] = _as_preds(detached, config.preds)
-            if config.log_on_step:
-                step_values[name] = metric(inputs[config.preds], target)
+            if step_values and config.log_on_step:
+                values[name] = metric(inputs[config.preds], target)
             else:
                 metric.update(inputs[config.preds], target)
-        return step_values
+        return values
 
 
 def _as_preds(logits: torch.Tensor, kind: str) -> torch.Tensor:

@@ -55,6 +55,8 @@ def create_optimizer(
     weight_decay: float,
     optimizer_kwargs: dict[str, Any] | None = None,
     allow_fused: bool = False,
+    layer_decay: float | None = None,
+    backbone_lr_scale: float = 1.0,
 ) -> torch.optim.Optimizer:
     """Build the optimizer over the trainable parameters of `model` (arguments already
     checked by `check_optimizer`).
@@ -62,24 +64,33 @@ def create_optimizer(
     Norm and bias (1-d) parameters and the model's `no_weight_decay()` names get no
     weight decay. `allow_fused` lets adamw/adam/sgd use torch's fused kernels when
     every trainable parameter is on CUDA (the caller knows whether clipping or a
-    GradScaler forbid them).
+    GradScaler forbid them). `layer_decay` (timm's layer-wise lr decay) and
+    `backbone_lr_scale` give parameter groups their own lr (`autotimm.lr_groups`).
     """
     from timm.optim import create_optimizer_v2, param_groups_weight_decay
 
+    from autotimm.lr_groups import scaled_param_groups
+
     optimizer = to_plain(optimizer)
     kwargs = dict(to_plain(optimizer_kwargs) or {})
+    scaled = layer_decay is not None or backbone_lr_scale != 1.0
+    if scaled:
+        params = scaled_param_groups(model, lr, weight_decay, layer_decay, backbone_lr_scale)
     if isinstance(optimizer, dict):
-        params = {**(optimizer.get("params") or {}), **kwargs}
+        options = {**(optimizer.get("params") or {}), **kwargs}
         cls = import_object(optimizer["class"])
-        no_decay = getattr(model, "no_weight_decay", lambda: set())()
-        groups = param_groups_weight_decay(model, weight_decay, no_weight_decay_list=no_decay)
-        return cls(groups, lr=lr, **params)
+        if not scaled:
+            no_decay = getattr(model, "no_weight_decay", lambda: set())()
+            params = param_groups_weight_decay(model, weight_decay, no_weight_decay_list=no_decay)
+        return cls(params, lr=lr, **options)
     name = optimizer.lower()
     if allow_fused and name in _FUSED_CAPABLE and "fused" not in kwargs and "foreach" not in kwargs:
         trainable = [p for p in model.parameters() if p.requires_grad]
         if trainable and all(p.is_cuda and p.is_floating_point() for p in trainable):
             kwargs["fused"] = True
-    return create_optimizer_v2(model, opt=name, lr=lr, weight_decay=weight_decay, **kwargs)
+    # param groups go to timm's factory as they are (their lr and weight decay kept)
+    target = params if scaled else model
+    return create_optimizer_v2(target, opt=name, lr=lr, weight_decay=weight_decay, **kwargs)
 
 
 # ------------------------------------------------------------------------ schedulers

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import lightning as L
 import torch
 import torch.nn.functional as F
 
-from autotimm.checks import check_fraction, check_non_negative
+from autotimm.checks import ConfigValueError, check_choice, check_fraction, check_non_negative
+
+# timm Mixup's modes: one lambda per batch, per pair of samples, per sample
+MIXUP_MODES = ("batch", "pair", "elem")
 
 
 def validate_regularization(
@@ -18,6 +24,23 @@ def validate_regularization(
     check_fraction("head_dropout", head_dropout)
 
 
+def validate_mixup_schedule(
+    prob: float, switch_prob: float, mode: str, off_epoch: int | None
+) -> None:
+    """timm Mixup's `prob`, `switch_prob`, `mode` and the epoch mixing stops at."""
+    for key, value in (("mixup_prob", prob), ("mixup_switch_prob", switch_prob)):
+        check_non_negative(key, value)
+        if value > 1:
+            raise ConfigValueError(key, value, "must be in [0, 1]")
+    check_choice("mixup_mode", mode, MIXUP_MODES)
+    if off_epoch is not None and (
+        isinstance(off_epoch, bool) or not isinstance(off_epoch, int) or off_epoch < 0
+    ):
+        raise ConfigValueError(
+            "mixup_off_epoch", off_epoch, "must be an integer >= 0 (null: mix every epoch)"
+        )
+
+
 class BatchMixer:
     """Mixes a training batch and returns soft targets (label smoothing folded in).
 
@@ -26,7 +49,14 @@ class BatchMixer:
     """
 
     def __init__(
-        self, num_classes: int, mixup_alpha: float, cutmix_alpha: float, label_smoothing: float
+        self,
+        num_classes: int,
+        mixup_alpha: float,
+        cutmix_alpha: float,
+        label_smoothing: float,
+        prob: float = 1.0,
+        switch_prob: float = 0.5,
+        mode: str = "batch",
     ) -> None:
         from timm.data import Mixup
 
@@ -35,9 +65,31 @@ class BatchMixer:
         self.mixup = Mixup(
             mixup_alpha=mixup_alpha,
             cutmix_alpha=cutmix_alpha,
+            prob=prob,
+            switch_prob=switch_prob,
+            mode=mode,
             label_smoothing=label_smoothing,
             num_classes=num_classes,
         )
+
+    @classmethod
+    def from_hparams(cls, hp: Any) -> BatchMixer | None:
+        """The mixer of ImageClassifier's hparams; None when mixup and cutmix are off."""
+        if not (hp.mixup_alpha > 0 or hp.cutmix_alpha > 0):
+            return None
+        prob, switch = hp.get("mixup_prob", 1.0), hp.get("mixup_switch_prob", 0.5)
+        mode = hp.get("mixup_mode", "batch")
+        args = (hp.num_classes, hp.mixup_alpha, hp.cutmix_alpha, hp.label_smoothing)
+        return cls(*args, prob=prob, switch_prob=switch, mode=mode)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.mixup.mixup_enabled)
+
+    @enabled.setter
+    def enabled(self, on: bool) -> None:
+        # off: timm's Mixup returns the images as they are and (smoothed) one-hot targets
+        self.mixup.mixup_enabled = on
 
     def __call__(
         self, images: torch.Tensor, target: torch.Tensor
@@ -52,3 +104,15 @@ def smooth_one_hot(target: torch.Tensor, num_classes: int, smoothing: float) -> 
     """One-hot targets with the same smoothing convention as CrossEntropyLoss."""
     off = smoothing / num_classes
     return F.one_hot(target, num_classes).float() * (1.0 - smoothing) + off
+
+
+class MixupOff(L.Callback):
+    """Plain targets from epoch `epoch` on (timm train.py's `--mixup-off-epoch`)."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        mixer = getattr(pl_module, "mixer", None)
+        if mixer is not None:
+            mixer.enabled = trainer.current_epoch < self.epoch

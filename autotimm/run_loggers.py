@@ -21,10 +21,35 @@ def build_loggers(cfg: DictConfig) -> list[Any]:
     short argument names (optimizer: adamw) that would overwrite the config's groups.
     """
     loggers = instantiate_each(cfg.get("logger"))
+    if any(type(logger).__name__ == "WandbLogger" for logger in loggers):
+        skip_unstaged_launch_inputs()
     config = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
     for logger in loggers:
         logger.log_hyperparams(config)
     return loggers
+
+
+def skip_unstaged_launch_inputs() -> None:
+    """Spare every W&B run start the import of W&B's launch package (1-3 s on 2 CPU cores).
+
+    `wandb.init` imports it to apply "launch inputs", which only `wandb.launch` calls in this
+    same process can have staged (a singleton in that package): while the package is not
+    imported there are none, and skipping the look changes nothing.
+    """
+    try:
+        from wandb.sdk.wandb_run import Run
+    except ImportError:
+        return
+    detect = getattr(Run, "_detect_and_apply_job_inputs", None)
+    if detect is None or getattr(detect, "autotimm_lazy", False):
+        return
+
+    def detect_if_staged(run: Any) -> None:
+        if "wandb.sdk.launch.inputs.internal" in sys.modules:
+            detect(run)
+
+    detect_if_staged.autotimm_lazy = True  # type: ignore[attr-defined]
+    Run._detect_and_apply_job_inputs = detect_if_staged
 
 
 def wandb_summary(record: RunRecord) -> dict[str, Any]:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
-import time
 from typing import Any
 
 import common
@@ -44,6 +43,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=("none", "default"),
         default="none",
         help="default: also the project's default callbacks (progress bar, throughput, ...)",
+    )
+    p.add_argument(
+        "--logger",
+        choices=("none", "csv"),
+        default="none",
+        help="csv: the framework also writes metrics.csv (every trainer.log_every_n_steps)",
+    )
+    p.add_argument(
+        "--clock",
+        choices=common.CLOCKS,
+        default="wall",
+        help="cpu: the process's CPU time (fairer than wall time on a CPU shared with others)",
     )
     p.add_argument("--out", default=os.environ.get("OUT"), help="append the JSON line here")
     p.add_argument("--tiny", action="store_true", help="seconds-long smoke run (test suite)")
@@ -81,21 +92,43 @@ class Framework:
             f"trainer.devices={1 if device.index is None else [device.index]}",
             f"trainer.default_root_dir={root}",
             f"compile={args.compile}",
-            "~callbacks.model_checkpoint",
         ]
         self.cfg = cfg = common.compose(overrides)
         model = instantiate(cfg.model, num_classes=args.num_classes, class_names=None)
         self.model = prepare_model(model, cfg)
         # "default": the project's callbacks group, less checkpointing (nothing to validate)
-        self.callbacks = [] if args.callbacks == "none" else instantiate_each(cfg.callbacks)
-        self.args, self.device = args, device
+        self.callbacks = [] if args.callbacks == "none" else instantiate_each(_no_checkpoints(cfg))
+        self.args, self.device, self.root = args, device, root
 
     def run(self, images: Any, labels: Any) -> float | None:
+        from lightning.pytorch.loggers import CSVLogger
+
         args = self.args
         batches = common.DeviceBatches(images, labels, args.warmup + args.steps)
+        logger = CSVLogger(self.root, name="csv") if args.logger == "csv" else False
         return common.fit_timed(
-            self.cfg, self.model, args.warmup, args.steps, self.callbacks, train_dataloaders=batches
+            self.cfg,
+            self.model,
+            args.warmup,
+            args.steps,
+            self.callbacks,
+            clock_name=args.clock,
+            logger=logger,
+            train_dataloaders=batches,
         )
+
+
+def _no_checkpoints(cfg: Any) -> Any:
+    """The callbacks node without its ModelCheckpoint entries (they write at epoch ends)."""
+    from omegaconf import OmegaConf
+
+    nodes = OmegaConf.to_container(cfg.callbacks, resolve=False) or {}
+    kept = {
+        name: node
+        for name, node in nodes.items()
+        if node and not str(node.get("_target_", "")).endswith(".ModelCheckpoint")
+    }
+    return OmegaConf.create(kept)
 
 
 class RawLoop:
@@ -149,12 +182,13 @@ class RawLoop:
         self.model.train()
         for _ in range(self.args.warmup):
             self.step(images, labels)
+        now = common.clock(self.args.clock)
         common.sync(self.device)
-        start = time.perf_counter()
+        start = now()
         for _ in range(self.args.steps):
             self.step(images, labels)
         common.sync(self.device)
-        seconds = time.perf_counter() - start
+        seconds = now() - start
         self.optimizer.zero_grad(set_to_none=True)
         return self.args.steps * images.shape[0] / seconds
 
@@ -167,6 +201,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     load_before = common.loadavg()
     device, precision = common.prepare(args)
+    if args.clock == "cpu" and device.type != "cpu":
+        raise SystemExit("--clock cpu times CPU steps only; a GPU step needs --clock wall")
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory(prefix="autotimm-overhead-") as root:
         framework = Framework(args, device, precision, root)
@@ -215,6 +251,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "precision": precision,
         "compile": args.compile,
         "callbacks": args.callbacks,
+        "logger": args.logger,
+        "clock": args.clock,
         "framework_img_s": round(framework_speed, 2) if framework_speed else None,
         "raw_img_s": round(raw_speed, 2) if raw_speed else None,
         "ratio": round(ratio, 4) if ratio else None,

@@ -21,7 +21,7 @@ TIMEOUT = 300
 EXPECTED = {
     "overhead": {
         "benchmark", "model", "batch_size", "image_size", "precision", "compile",
-        "framework_img_s", "raw_img_s", "ratio", "framework_runs", "raw_runs",
+        "framework_img_s", "raw_img_s", "ratio", "framework_runs", "raw_runs", "clock",
         "device", "device_name", "torch", "timm", "lightning", "date",
     },
     "datapipe": {
@@ -32,7 +32,7 @@ EXPECTED = {
     },
     "startup": {
         "benchmark", "import_baseline_s", "autotimm_import_s", "tiny_first_step_s",
-        "tiny_total_s", "tiny_over_baseline_s", "date",
+        "tiny_total_s", "tiny_over_baseline_s", "tiny_over_baseline_cpu_s", "date",
     },
 }  # fmt: skip
 
@@ -72,6 +72,34 @@ def test_sync_check_tiny_in_process(launched, tmp_path, monkeypatch):
     if result["device"] == "cpu":
         assert result["syncs_per_step"] is None
     assert json.loads((tmp_path / "results.jsonl").read_text()) == result
+
+
+def test_step_costs_tiny_in_process(launched, tmp_path, monkeypatch):
+    """step_costs.py (the per-cause breakdown) gives a time for every variant."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import step_costs
+
+    result = step_costs.main(["--tiny", "--clock", "cpu", "--out", str(tmp_path)])
+    assert set(result["added_ms_per_step"]) == set(step_costs.VARIANTS)
+    assert result["raw_ms_per_step"] > 0 and result["clock"] == "cpu"
+    assert json.loads((tmp_path / "results.jsonl").read_text()) == result
+
+
+@pytest.mark.slow
+def test_vs_timm_tiny_autotimm_side(tmp_path):
+    """vs_timm.py builds the PNG folder and times `python train.py` on it (timm's train.py
+    is not part of this repository: the timm side needs --timm-train)."""
+    if not Path("/usr/share/datasets/fashion-mnist").is_dir():
+        pytest.skip("Debian's dataset-fashion-mnist is not installed")
+    env = dict(os.environ, WANDB_MODE="offline", WANDB_SILENT="true", PYTHONWARNINGS="ignore")
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "vs_timm.py"), "--tiny", "--sides", "autotimm"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=TIMEOUT,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["benchmark"] == "vs_timm" and result["wall_s"]["autotimm"] > 0
+    assert 0 <= result["top1"]["autotimm"] <= 1 and result["wall_ratio"] is None
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))

@@ -323,3 +323,59 @@ def test_confusion_matrix_goes_to_every_image_logger(tmp_path, monkeypatch):
 
     media = list(run_dir.glob("files/media/images/val/confusion_matrix*.png"))
     assert len(media) == 2, sorted(p.name for p in run_dir.rglob("*"))
+
+
+# ---------------------------------------------------------------- logging cadence (cost)
+
+
+class _Losses(L.Callback):
+    """Every training step's loss and batch size, read from the step's output."""
+
+    def __init__(self) -> None:
+        self.losses: list[float] = []
+        self.sizes: list[int] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.losses.append(float(outputs["loss"]))
+        self.sizes.append(int(batch[0].shape[0]))
+
+
+def test_step_values_every_log_every_n_steps_and_exact_epoch_means(tmp_path, monkeypatch):
+    """Per-step values reach the logger every log_every_n_steps with the step's own value
+    (as when every step logged); epoch values are the batch-size weighted means of every
+    step; `self.log` runs only on those steps (and the epoch's last, for the progress
+    bar), not on every step."""
+    metrics = [_metric("accuracy", "Accuracy", ["train", "val"], log_on_step=True)]
+    model = build(backbone="test_resnet", metrics=metrics, scheduler="none")
+    model.logging_config.log_learning_rate = True
+    calls: list[tuple[int, str]] = []
+    original_log = L.LightningModule.log
+
+    def counting_log(self, name, *args, **kwargs):
+        calls.append((self.trainer.global_step, name))
+        return original_log(self, name, *args, **kwargs)
+
+    monkeypatch.setattr(L.LightningModule, "log", counting_log)
+    logger, losses = CSVLogger(tmp_path, name="csv"), _Losses()
+    trainer = make_trainer(
+        logger=logger, limit_train_batches=7, log_every_n_steps=3, callbacks=[losses]
+    )
+    # 100 images in batches of 16: the 7th batch has 4, so the means must be weighted
+    trainer.fit(model, digits_loader(0, 100, 16), digits_loader(1000, 32, 16))
+    rows = read_metrics_csv(Path(logger.log_dir) / "metrics.csv")
+
+    step_rows = [r for r in rows if r.get("train/loss")]
+    # steps 3 and 6 (log_every_n_steps), each with its own loss
+    assert [int(r["step"]) for r in step_rows] == [2, 5]
+    for row in step_rows:
+        assert float(row["train/loss"]) == pytest.approx(losses.losses[int(row["step"])], rel=1e-5)
+    assert len(column(rows, "train/lr")) == 2 and len(column(rows, "train/accuracy_step")) == 2
+    weighted = sum(x * n for x, n in zip(losses.losses, losses.sizes, strict=True))
+    assert column(rows, "train/loss_epoch") == [
+        pytest.approx(weighted / sum(losses.sizes), rel=1e-5)
+    ]
+    assert len(column(rows, "train/accuracy")) == 1 and len(column(rows, "val/loss")) == 1
+    # training steps call self.log 3 x (loss, lr, accuracy_step) plus the epoch values,
+    # not 7 x 4 as logging every step did
+    train_calls = [name for _, name in calls if name.startswith("train/")]
+    assert len(train_calls) <= 3 * 3 + 3, train_calls

@@ -23,6 +23,7 @@ from autotimm.data.datasets import (
 from autotimm.data.sources import SourceOptions, SourceSplits, download_source, get_source
 from autotimm.data.splits import limit_indices
 from autotimm.data.transforms import AugmentConfig, build_transform, resolve_data_config
+from autotimm.imbalance import check_imbalance_options, loader_order
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +111,8 @@ class ImageDataModule(L.LightningDataModule):
     see ``autotimm.data.gpu_transforms``; on a CPU device this runs on the CPU), or
     ``auto`` (``gpu`` for image_folder/csv when CUDA is present and no ``auto_augment`` is
     asked for, else ``cpu``). ``channels_last`` converts image batches on CUDA devices.
+    ``sampler='balanced'`` draws training images class-balanced; ``class_weights``
+    (``'auto'`` or a list) is read by the run for the loss (``autotimm.imbalance``).
     """
 
     def __init__(
@@ -149,11 +152,14 @@ class ImageDataModule(L.LightningDataModule):
         crop_pct: float | None = None,
         decode: str = "auto",
         channels_last: bool = True,
+        sampler: str | None = None,
+        class_weights: str | list[float] | None = None,
     ) -> None:
         super().__init__()
         # logger=False: the run logs the full config; merging both would clash on num_classes
         self.save_hyperparameters(logger=False)
         check_arguments(source, batch_size, in_chans, decode, auto_augment)
+        check_imbalance_options(class_weights, sampler)  # used by the loader and the model
         self.source = source
         self.decode = decode
         self.channels_last = channels_last
@@ -297,7 +303,7 @@ class ImageDataModule(L.LightningDataModule):
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=train,
+            **loader_order(self.hparams.sampler, dataset, train),  # shuffle or balanced
             # dropping the only (partial) batch of a small train split would leave nothing
             drop_last=train and self.drop_last and len(dataset) >= self.batch_size,
             num_workers=self.num_workers,

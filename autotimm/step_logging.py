@@ -1,0 +1,130 @@
+"""What ImageClassifier logs per step and per epoch, at a few device ops per step.
+
+Each Lightning `self.log` call costs about 1 ms of Python (on a CPU step of 20-40 ms, or a
+GPU step of a few ms, that is the framework's whole budget). So every step only feeds the
+metrics and a device-side loss sum; `self.log` runs on the steps whose values reach the
+loggers (every `trainer.log_every_n_steps`, as Lightning decides) and once per epoch with
+the epoch values. The logged keys and values are the same as logging every step.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from autotimm.metrics import STAGES, MetricManager
+
+
+def is_logging_step(trainer: Any, batch_idx: int) -> bool:
+    """True on the training steps whose values someone reads: the loggers (Lightning's
+    `log_every_n_steps` rule), autotimm's progress bar (its `reads_metrics`), and the
+    epoch's last batch (the bar shows the last step's loss at the epoch's end).
+
+    Called inside the step (before Lightning counts it), like Lightning's own check.
+    """
+    if trainer is None:  # a step called by hand: nothing to log to
+        return False
+    if trainer.fast_dev_run or batch_idx + 1 == trainer.num_training_batches:
+        return True
+    bar_reads = getattr(trainer.progress_bar_callback, "reads_metrics", None)
+    if bar_reads is not None and bar_reads(batch_idx):
+        return True
+    if not trainer.log_every_n_steps:
+        return False
+    connector = getattr(trainer, "_logger_connector", None)
+    decided = getattr(connector, "should_update_logs", None)
+    if decided is None:  # a Lightning without the property: its documented rule
+        return (trainer.global_step + 1) % trainer.log_every_n_steps == 0
+    return bool(decided)
+
+
+class LossMean:
+    """The batch-size weighted mean loss of an epoch, summed on the loss's device."""
+
+    def __init__(self) -> None:
+        self.total: torch.Tensor | None = None
+        self.count = 0
+
+    def update(self, loss: torch.Tensor, batch_size: int) -> None:
+        value = loss.detach().float() * batch_size
+        self.total = value if self.total is None else self.total + value
+        self.count += batch_size
+
+    def mean(self) -> torch.Tensor | None:
+        return None if self.total is None else self.total / self.count
+
+    def reset(self) -> None:
+        self.total, self.count = None, 0
+
+
+class StageLogs:
+    """Per-stage loss means and metric logging for a LightningModule.
+
+    Keys: `{stage}/loss` (val, test) and `train/loss_epoch` are epoch means; `train/loss`
+    is the step value; metrics log as `{stage}/{name}` (epoch) and `{stage}/{name}_step`
+    (see MetricConfig).
+    """
+
+    def __init__(self, metrics: MetricManager) -> None:
+        self.metrics = metrics
+        self.losses = {stage: LossMean() for stage in STAGES}
+
+    def start_epoch(self, stage: str) -> None:
+        self.losses[stage].reset()
+
+    def step(
+        self,
+        module: Any,
+        stage: str,
+        logits: torch.Tensor,
+        target: torch.Tensor,
+        loss: torch.Tensor,
+        log_step: bool,
+    ) -> None:
+        """Accumulate one batch; with `log_step`, also log its per-step values."""
+        self.losses[stage].update(loss, int(target.shape[0]))
+        step_values = self.metrics.update(stage, logits, target, step_values=log_step)
+        if not log_step:
+            return
+        if stage == "train":
+            module.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
+        for name, value in step_values.items():
+            config = self.metrics.config(name)
+            module.log(
+                f"{stage}/{name}_step" if config.log_on_epoch else f"{stage}/{name}",
+                value,
+                on_step=True,
+                on_epoch=False,
+                prog_bar=config.prog_bar and not config.log_on_epoch,
+            )
+
+    def end_epoch(self, module: Any, stage: str) -> None:
+        """Log the epoch values of `stage` (Lightning computes and resets the metrics)."""
+        loss = self.losses[stage]
+        if not loss.count:
+            return
+        module.log(
+            "train/loss_epoch" if stage == "train" else f"{stage}/loss",
+            loss.mean(),
+            on_step=False,
+            on_epoch=True,
+            prog_bar=stage == "val",
+            # reduced across processes once per epoch, weighted by each one's images
+            sync_dist=True,
+            batch_size=loss.count,
+        )
+        loss.reset()
+        for name, metric in self.metrics.get(stage).items():
+            config = self.metrics.config(name)
+            if config.log_on_epoch:
+                # the Metric object: Lightning computes (and syncs) it, then resets it
+                module.log(
+                    f"{stage}/{name}",
+                    metric,
+                    on_step=False,
+                    on_epoch=True,
+                    prog_bar=config.prog_bar,
+                )
+            else:
+                metric.reset()  # step values only: the next epoch starts afresh
