@@ -174,6 +174,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 f"trainer.devices={1 if device.index is None else [device.index]}",
                 f"trainer.default_root_dir={tmp}",
                 "~callbacks.model_checkpoint",
+                "~callbacks.last_checkpoint",
             ]  # fmt: skip
 
         L.seed_everything(0, verbose=False)

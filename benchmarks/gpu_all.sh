@@ -6,6 +6,10 @@
 #   - datapipe.py: resnet50 from 4,096 JPEGs (500x375): CPU vs GPU decode vs synthetic
 #   - overhead.py --compile: torch.compile on (compare with the resnet50 run above: off)
 #   - sync_check.py + the default callbacks: host syncs per step and what they cost
+#   - overhead.py resnet18 at 32 px (CIFAR-size steps, where framework cost shows)
+#   - a two-trial sweep on the one GPU (sweep.gpus=[0]): each trial claims it, results.json says so
+#   - inference.py: eager / compile / TorchScript / torch.export / ONNX Runtime of resnet50 on CUDA
+#   - a run with the recipes that touch CUDA (EMA, grad checkpointing, bf16-mixed)
 #
 #   bash benchmarks/gpu_all.sh [OUT_DIR]      # default: $OUT, else benchmarks/results/<time>
 #   PYTHON=/path/to/python bash benchmarks/gpu_all.sh
@@ -24,7 +28,7 @@ if [ -z "${PYTHON:-}" ]; then
   if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
 fi
 export WANDB_MODE=offline WANDB_SILENT=true PYTHONWARNINGS=ignore
-BUDGET_S="${BUDGET_S:-480}"
+BUDGET_S="${BUDGET_S:-540}"
 START=$(date +%s)
 DEADLINE=$((START + BUDGET_S))
 
@@ -61,8 +65,9 @@ step() {  # step NAME LIMIT_S COMMAND...
 } > "$OUT_DIR/env.txt" 2>&1
 cat "$OUT_DIR/env.txt"
 TINY=""
+DEVICE=cuda SWEEP_GPU="sweep.gpus=[0]" TRAINER=gpu
 if [ "${SMOKE:-0}" = 1 ]; then
-  TINY="--tiny"
+  TINY="--tiny" DEVICE=cpu SWEEP_GPU="sweep.n_jobs=1" TRAINER=cpu
   echo "SMOKE=1: every benchmark in --tiny mode"
 elif ! "$PYTHON" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
   echo "no CUDA device visible to $PYTHON: nothing to benchmark" >&2
@@ -98,6 +103,24 @@ step datapipe_resnet50_default_callbacks 70 "$PYTHON" $B/datapipe.py --model res
   --batch-size 256 --image-size 224 --images 4096 --classes 100 --steps 25 --warmup 5 \
   --repeats 1 --modes synthetic,gpu --loader-batches 2 --callbacks default \
   --root "$OUT_DIR/jpegs" --out "$OUT_DIR" $TINY
+
+# ------------------------------------------------- CIFAR-size steps, where framework cost shows
+step overhead_resnet18_32px 60 "$PYTHON" $B/overhead.py --model resnet18 --batch-size 256 \
+  --image-size 32 --steps 50 --warmup 5 --repeats 3 --callbacks default --out "$OUT_DIR" $TINY
+
+# ------------------------------------------ a sweep on the one GPU: trials one after the other
+step sweep_two_trials_one_gpu 90 "$PYTHON" train.py -m +sweeps=quick hydra.sweeper.n_trials=2 \
+  "$SWEEP_GPU" data=digits trainer.max_epochs=1 logger=csv callbacks=quiet print_config=false \
+  test=false "paths.output_dir=$OUT_DIR/sweep"
+
+# ------------------------------------------------------------- inference engines on the GPU
+step inference_resnet50 120 "$PYTHON" $B/inference.py --backbone resnet50 --image-size 224 \
+  --batch-size 64 --device "$DEVICE" --out "$OUT_DIR" $TINY
+
+# ------------------------------------------------------------ recipes that touch CUDA code
+step recipes_ema_grad_ckpt 60 "$PYTHON" train.py trainer="$TRAINER" data=digits \
+  trainer.max_epochs=1 model.ema_decay=0.999 backbone.grad_checkpointing=true logger=csv \
+  callbacks=quiet print_config=false "paths.output_dir=$OUT_DIR/recipes"
 
 rm -rf "$OUT_DIR/jpegs"  # 280 MB of generated images: not worth bringing back
 echo "== done in $(( $(date +%s) - START ))s; results: $OUT_DIR/results.jsonl"

@@ -95,6 +95,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 f"trainer.accelerator={'gpu' if device.type == 'cuda' else 'cpu'}",
                 f"trainer.default_root_dir={root}",
                 "~callbacks.model_checkpoint",
+                "~callbacks.last_checkpoint",
             ]
         )
         model = prepare_model(

@@ -142,7 +142,16 @@ def test_gpu_all_script_is_valid_bash():
     done = subprocess.run(["bash", "-n", str(BENCHMARKS / "gpu_all.sh")], capture_output=True)
     assert done.returncode == 0, done.stderr
     text = (BENCHMARKS / "gpu_all.sh").read_text()
-    for name in ("overhead.py", "datapipe.py", "sync_check.py", "--compile", "vit_b16"):
+    for name in (
+        "overhead.py",
+        "datapipe.py",
+        "sync_check.py",
+        "inference.py",
+        "--compile",
+        "vit_b16",
+        "sweep.gpus=[0]",
+        "model.ema_decay",
+    ):
         assert name in text
 
 
