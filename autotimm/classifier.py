@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 
 from autotimm import recipes
 from autotimm.backbone import (
@@ -20,10 +18,19 @@ from autotimm.checks import ConfigValueError, under
 from autotimm.heads import ClassificationHead
 from autotimm.logging_config import LoggingConfig
 from autotimm.metrics import MetricConfig, MetricManager
-from autotimm.optim import TrainingLength, create_optimizer, create_scheduler
+from autotimm.multilabel import (
+    MultiLabelLoss,
+    check_multi_label_model,
+    labels_over_threshold,
+    output_probabilities,
+    soft_target_loss,
+    thresholds,
+)
+from autotimm.optim import create_optimizer, create_scheduler
 from autotimm.optim_check import check_optimization
 from autotimm.recipes import check_model_recipes
 from autotimm.regularization import BatchMixer, validate_mixup_schedule, validate_regularization
+from autotimm.scheduling import step_scheduler, training_length
 from autotimm.step_logging import StageLogs, is_logging_step
 from autotimm.utils import to_plain
 
@@ -52,6 +59,8 @@ class ImageClassifier(L.LightningModule):
         ema_decay / freeze_backbone_epochs / backbone_lr_scale / layer_decay /
         class_weights / mixup_prob / mixup_switch_prob / mixup_mode / mixup_off_epoch:
             the training recipes, all off by default (see `autotimm.recipes`).
+        multi_label / label_threshold: several labels per image, each predicted at probability
+            >= its threshold (one number or one per label); see `autotimm.multilabel`.
     """
 
     def __init__(
@@ -81,6 +90,8 @@ class ImageClassifier(L.LightningModule):
         mixup_switch_prob: float = 0.5,
         mixup_mode: str = "batch",
         mixup_off_epoch: int | None = None,
+        multi_label: bool = False,
+        label_threshold: float | list[float] = 0.5,
     ) -> None:
         super().__init__()
         # Check everything before building anything: errors name the bad value.
@@ -90,7 +101,8 @@ class ImageClassifier(L.LightningModule):
         class_names = _checked_class_names(num_classes, class_names)
         validate_regularization(label_smoothing, mixup_alpha, cutmix_alpha, head_dropout)
         validate_mixup_schedule(mixup_prob, mixup_switch_prob, mixup_mode, mixup_off_epoch)
-        class_weights = to_plain(class_weights)
+        class_weights, label_threshold = to_plain(class_weights), to_plain(label_threshold)
+        check_multi_label_model(multi_label, label_threshold, num_classes, class_weights)
         mixes = mixup_alpha > 0 or cutmix_alpha > 0
         check_model_recipes(
             ema_decay, freeze_backbone_epochs, backbone_lr_scale, layer_decay, class_weights, mixes
@@ -101,9 +113,10 @@ class ImageClassifier(L.LightningModule):
         with under("backbone"):
             backbone_config = as_backbone_config(to_plain(backbone))
         self.logging_config = LoggingConfig.coerce(to_plain(logging_config))
-        metrics = metrics.configs if isinstance(metrics, MetricManager) else metrics
         with under("metrics"):
-            self.metrics = MetricManager(list(to_plain(metrics) or []), num_classes)
+            self.metrics = MetricManager.for_model(
+                to_plain(metrics), num_classes, multi_label, label_threshold
+            )
         self.stage_logs = StageLogs(self.metrics)
         # plain containers; loggers get the run's config instead (see also on_save_checkpoint)
         self.save_hyperparameters(
@@ -133,6 +146,8 @@ class ImageClassifier(L.LightningModule):
                 "mixup_switch_prob": mixup_switch_prob,
                 "mixup_mode": mixup_mode,
                 "mixup_off_epoch": mixup_off_epoch,
+                "multi_label": multi_label,
+                "label_threshold": label_threshold,
             },
             logger=False,
         )
@@ -146,12 +161,16 @@ class ImageClassifier(L.LightningModule):
         self.head = ClassificationHead(
             output_features(self.backbone), hp.num_classes, hp.head_dropout
         )
-        self.criterion = recipes.criterion(hp)  # label smoothing, class weights
+        self.multi_label = bool(hp.get("multi_label", False))
+        # label smoothing, class weights; multi-label: BCE with smoothing towards 0.5
+        multi = self.multi_label
+        self.criterion = MultiLabelLoss(hp.label_smoothing) if multi else recipes.criterion(hp)
         self.mixer = BatchMixer.from_hparams(hp)  # None without mixup/cutmix
         if self.freeze_backbone:
             self.backbone.requires_grad_(False)
             self.backbone.eval()
-        if self.logging_config.log_confusion_matrix:
+        # one matrix per label would not fit the figure: multi-label runs draw none
+        if self.logging_config.log_confusion_matrix and not self.multi_label:
             from torchmetrics.classification import MulticlassConfusionMatrix
 
             self.val_confusion = MulticlassConfusionMatrix(num_classes=hp.num_classes)
@@ -178,7 +197,7 @@ class ImageClassifier(L.LightningModule):
             mixed, soft_target = self.mixer(images, target)
             logits = self(mixed)
             # smoothing is already inside the soft targets
-            loss = F.cross_entropy(logits, soft_target)
+            loss = soft_target_loss(logits, soft_target, self.multi_label)
         else:
             logits = self(images)
             loss = self.criterion(logits, target)
@@ -194,7 +213,7 @@ class ImageClassifier(L.LightningModule):
 
     def validation_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         logits, target, loss = self._eval_step("val", batch)
-        if self.logging_config.log_confusion_matrix:
+        if hasattr(self, "val_confusion"):
             self.val_confusion.update(logits.argmax(dim=-1), target)
         return loss
 
@@ -202,9 +221,35 @@ class ImageClassifier(L.LightningModule):
         return self._eval_step("test", batch)[2]
 
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> torch.Tensor:
-        """Class probabilities (N, num_classes); `.argmax(-1)` gives class indices."""
+        """Class probabilities (N, num_classes); `.argmax(-1)` gives class indices.
+        Multi-label: one sigmoid probability per label (`predict_labels` thresholds them)."""
         images = batch[0] if isinstance(batch, (list, tuple)) else batch
-        return self(images).float().softmax(dim=-1)
+        return self.predict_proba(images)
+
+    def predict_proba(self, images: torch.Tensor) -> torch.Tensor:
+        """Softmax class probabilities, or per-label sigmoid ones for multi-label models."""
+        return output_probabilities(self(images), self.multi_label)
+
+    def predict_labels(self, images: torch.Tensor) -> torch.Tensor:
+        """Class indices (N,), or multi-label 0/1 rows (N, labels) at `label_threshold`."""
+        probs = self.predict_proba(images)
+        if not self.multi_label:
+            return probs.argmax(dim=-1)
+        threshold = thresholds(self.hparams.get("label_threshold", 0.5), probs.shape[-1])
+        return labels_over_threshold(probs, threshold)
+
+    # the original AutoTimm's attributes: name -> the metric instances the model updates
+    @property
+    def train_metrics(self) -> torch.nn.ModuleDict:
+        return self.metrics.get_train_metrics()
+
+    @property
+    def val_metrics(self) -> torch.nn.ModuleDict:
+        return self.metrics.get_val_metrics()
+
+    @property
+    def test_metrics(self) -> torch.nn.ModuleDict:
+        return self.metrics.get_test_metrics()
 
     def _eval_step(self, stage: str, batch: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         images, target = batch[0], batch[1]
@@ -247,7 +292,7 @@ class ImageClassifier(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         self.stage_logs.end_epoch(self, "val")
-        if not self.logging_config.log_confusion_matrix:
+        if not hasattr(self, "val_confusion"):
             return
         matrix = self.val_confusion.compute()
         self.val_confusion.reset()
@@ -276,7 +321,7 @@ class ImageClassifier(L.LightningModule):
         scheduler = create_scheduler(
             self.hparams.scheduler,
             optimizer,
-            self._training_length() if named else None,
+            training_length(self._trainer, scheduler_name) if named else None,
             self.hparams.scheduler_kwargs,
         )
         if scheduler is None:
@@ -304,49 +349,8 @@ class ImageClassifier(L.LightningModule):
                 "checkpoint_path": None,
             }
 
-    def _training_length(self) -> TrainingLength:
-        trainer = self._trainer
-        if trainer is None:
-            raise RuntimeError(
-                "configure_optimizers needs a Trainer (schedulers are sized from the run "
-                "length); call it through Trainer.fit."
-            )
-        estimated = trainer.estimated_stepping_batches
-        if not math.isfinite(estimated):
-            raise ValueError(
-                f"Scheduler {self.hparams.scheduler!r} needs a finite run length: set trainer "
-                "max_epochs or max_steps (or use scheduler='none')."
-            )
-        total = max(1, int(estimated))
-        batches = trainer.num_training_batches
-        accumulate = max(1, int(trainer.accumulate_grad_batches or 1))
-        if math.isfinite(batches) and batches > 0:
-            steps_per_epoch = max(1, math.ceil(batches / accumulate))
-        elif trainer.max_epochs and trainer.max_epochs > 0:
-            steps_per_epoch = max(1, total // trainer.max_epochs)
-        else:
-            steps_per_epoch = total
-        if trainer.max_epochs and trainer.max_epochs > 0:
-            max_epochs = trainer.max_epochs
-        else:
-            max_epochs = math.ceil(total / steps_per_epoch)
-        # a max_steps limit can end the run before max_epochs
-        max_epochs = max(1, min(max_epochs, math.ceil(total / steps_per_epoch)))
-        return TrainingLength(total, max_epochs, steps_per_epoch)
-
     def lr_scheduler_step(self, scheduler: Any, metric: Any | None) -> None:
-        # timm schedulers are not torch LRSchedulers: they take the epoch or update count.
-        from timm.scheduler.scheduler import Scheduler as TimmScheduler
-
-        if isinstance(scheduler, TimmScheduler):
-            if scheduler.t_in_epochs:
-                scheduler.step(epoch=self.current_epoch + 1, metric=metric)
-            else:
-                scheduler.step_update(num_updates=self.global_step, metric=metric)
-        elif metric is None:
-            scheduler.step()
-        else:
-            scheduler.step(metric)
+        step_scheduler(scheduler, metric, self.current_epoch, self.global_step)
 
 
 def _checked_class_names(num_classes: int, class_names: list[str] | None) -> list[str] | None:

@@ -60,6 +60,18 @@ def num_classes_of(cfg: DictConfig, datamodule: Any) -> int:
     return from_data
 
 
+def check_same_task(cfg: DictConfig, datamodule: Any) -> None:
+    """The model is multi-label exactly when the data is (model.multi_label follows
+    data.multi_label unless overridden)."""
+    data = bool(getattr(datamodule, "multi_label", False))
+    model = cfg.model.get("multi_label", False)
+    if model is not None and bool(model) != data:
+        raise UserError(
+            f"model.multi_label={model} but data.multi_label={data}: the model needs the "
+            "data's kind of targets; set data.multi_label (model.multi_label follows it)"
+        )
+
+
 def build_model(cfg: DictConfig, datamodule: Any) -> Any:
     """The ImageClassifier of the composed groups, sized to the data, prepared for speed."""
     from hydra.utils import instantiate
@@ -67,6 +79,7 @@ def build_model(cfg: DictConfig, datamodule: Any) -> Any:
     from autotimm.imbalance import loss_class_weights
 
     num_classes = num_classes_of(cfg, datamodule)
+    check_same_task(cfg, datamodule)
     # data.class_weights=auto: inverse class frequencies of the loaded training split
     weights = loss_class_weights(cfg.data.get("class_weights"), datamodule)
     model = instantiate(

@@ -2,20 +2,35 @@
 
 from __future__ import annotations
 
-import inspect
 import logging
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
+from numbers import Integral
 from typing import Any, Literal
 
 import torch
 import torch.nn as nn
 
 from autotimm.checks import ConfigValueError, check_choice, close_matches
+from autotimm.metric_checks import (
+    STAGES,
+    check_text,
+    checked_num_classes,
+    checked_stages,
+    checked_threshold,
+)
+from autotimm.metric_inputs import (
+    accepted_params,
+    as_preds,
+    as_targets,
+    fed_labels_for_threshold,
+    left_out_multi_label,
+    multi_label_params,
+)
 from autotimm.utils import import_object, to_plain
 
 log = logging.getLogger(__name__)
 
-STAGES = ("train", "val", "test")
 BACKENDS = ("torchmetrics", "custom")
 PREDS_TYPES = ("probs", "logits", "labels")
 
@@ -26,10 +41,13 @@ class MetricConfig:
 
     `backend="torchmetrics"` looks `metric_class` up in `torchmetrics` and
     `torchmetrics.classification`; `backend="custom"` imports a dotted path.
-    `num_classes` (and `task="multiclass"`) are filled in when the class takes them.
+    `backend` and `stages` take any letter case (stored lower-case).
+    `num_classes` (and `task="multiclass"`) are filled in when the class takes them; in a
+    multi-label MetricManager, `task="multilabel"` and `num_labels` instead.
     `preds` chooses what the metric receives: class probabilities (default; works for
     every torchmetrics classification metric, including AUROC and calibration error),
-    raw logits, or predicted class indices.
+    raw logits, or predicted class indices (multi-label: sigmoid probabilities, or 0/1
+    labels at the manager's threshold).
 
     Logged keys: `{stage}/{name}` is the epoch value (`log_on_epoch`); with
     `log_on_step` the per-batch value is logged as `{stage}/{name}_step` (or as
@@ -48,15 +66,13 @@ class MetricConfig:
 
     def __post_init__(self) -> None:
         self.params = dict(to_plain(self.params) or {})
-        self.stages = list(to_plain(self.stages))
+        check_text("name", self.name, "the metric's log key is {stage}/{name}")
         key = self.name
+        check_text(f"{key}.backend", self.backend, f"accepted: {list(BACKENDS)}")
+        check_text(f"{key}.metric_class", self.metric_class, "accepted: a metric class name")
+        self.backend = self.backend.lower()
         check_choice(f"{key}.backend", self.backend, BACKENDS)
-        if not self.stages or any(s not in STAGES for s in self.stages):
-            raise ConfigValueError(
-                f"{key}.stages",
-                self.stages,
-                f"unknown stage; accepted: a non-empty list of {list(STAGES)}",
-            )
+        self.stages = checked_stages(f"{key}.stages", self.stages)
         if not (self.log_on_step or self.log_on_epoch):
             raise ConfigValueError(
                 f"{key}.log_on_epoch",
@@ -96,15 +112,26 @@ class MetricConfig:
             "or backend='custom' with a dotted path",
         )
 
-    def build(self, num_classes: int) -> nn.Module:
-        """The metric for `num_classes` classes (num_classes/task filled in when it takes them)."""
+    def build(
+        self, num_classes: int, multi_label: bool = False, threshold: float | list[float] = 0.5
+    ) -> nn.Module:
+        """The metric for `num_classes` classes (or labels, with `multi_label`).
+
+        num_classes/task (multi-label: num_labels, task='multilabel' and a float
+        `threshold`) are filled in when the class takes them.
+        """
         cls = self.resolve_class()
-        params = dict(self.params)
-        accepted = _accepted_params(cls)
-        if "num_classes" in accepted:
-            params.setdefault("num_classes", num_classes)
-        if "task" in accepted:
-            params.setdefault("task", "multiclass")
+        accepted = accepted_params(cls)
+        if multi_label:
+            params = multi_label_params(
+                self.name, cls, self.params, accepted, num_classes, threshold
+            )
+        else:
+            params = dict(self.params)
+            if "num_classes" in accepted:
+                params.setdefault("num_classes", num_classes)
+            if "task" in accepted:
+                params.setdefault("task", "multiclass")
         try:
             return cls(**params)
         except (TypeError, ValueError) as exc:
@@ -120,17 +147,6 @@ class MetricConfig:
 
 
 _NOT_PARAMS = {"self", "cls", "args", "kwargs"}
-
-
-def _accepted_params(cls: type) -> set[str]:
-    """Keyword names a metric class takes (torchmetrics task wrappers use __new__)."""
-    names: set[str] = set()
-    for fn in (getattr(cls, "__new__", None), cls.__init__):
-        try:
-            names |= set(inspect.signature(fn).parameters)
-        except (TypeError, ValueError):
-            continue
-    return names
 
 
 def as_metric_config(value: MetricConfig | dict[str, Any]) -> MetricConfig:
@@ -152,34 +168,162 @@ def as_metric_config(value: MetricConfig | dict[str, Any]) -> MetricConfig:
     raise ValueError(f"Expected a MetricConfig or dict, got {value!r}")
 
 
-class MetricManager(nn.Module):
-    """Owns separate metric instances for train, val and test.
+def _config_list(configs: Any) -> list[MetricConfig]:
+    configs = to_plain(configs)
+    if configs is None:
+        return []
+    if not isinstance(configs, (list, tuple)):
+        raise ConfigValueError(
+            "configs", configs, "not a list; accepted: a list of MetricConfig (or dicts)"
+        )
+    return [as_metric_config(c) for c in configs]
 
-    `manager.get("val")` (or `manager.val_metrics`) is a ModuleDict name -> metric;
-    `manager.configs` keeps the configs. Registered as a submodule, so metrics
-    follow the model's device.
+
+def _left_out(config: MetricConfig, num_classes: int, multi_label: bool) -> str | None:
+    """Why a metric means nothing for this model (None: it is kept)."""
+    if multi_label:
+        return left_out_multi_label(config.params, config.resolve_class())
+    # top-k accuracy with k >= num_classes is always 1: one metric set (with top-5)
+    # then serves any data set, and the metric is left out where it means nothing
+    if config.params.get("top_k", 1) >= max(num_classes, 2):
+        return f"top_k >= num_classes={num_classes}"
+    return None
+
+
+class MetricManager(nn.Module):
+    """Owns separate metric instances for train, val and test; a read-only collection of
+    its MetricConfigs (`len`, iteration in order, `manager[i]`, `name in manager`).
+
+    `get_val_metrics()` (or `manager.get("val")`) is a ModuleDict name -> metric: the
+    instances the model updates. Registered as a submodule, so metrics follow the model's
+    device. `multi_label=True` builds multilabel metrics (`num_labels=num_classes`) with a
+    `threshold` (one float, or one per label) for the 0/1 predictions.
+    A manager needs at least one config; `for_model` also builds an empty one.
     """
 
     def __init__(
-        self, configs: list[MetricConfig] | list[dict[str, Any]], num_classes: int
+        self,
+        configs: list[MetricConfig] | list[dict[str, Any]],
+        num_classes: int,
+        multi_label: bool = False,
+        threshold: float | list[float] = 0.5,
+        *,
+        allow_empty: bool = False,
     ) -> None:
         super().__init__()
-        configs = [as_metric_config(c) for c in to_plain(configs)]
-        # top-k accuracy with k >= num_classes is always 1: one metric set (with top-5)
-        # then serves any data set, and the metric is left out where it means nothing
-        self.configs = [c for c in configs if c.params.get("top_k", 1) < max(num_classes, 2)]
-        for skipped in (c for c in configs if c not in self.configs):
-            log.info("metric %r left out: top_k >= num_classes=%d", skipped.name, num_classes)
-        names = [c.name for c in self.configs]
+        configs = _config_list(configs)
+        if not configs and not allow_empty:
+            raise ConfigValueError(
+                "configs",
+                configs,
+                "a MetricManager needs at least one MetricConfig; accepted: a non-empty list "
+                "(a model without metrics: ImageClassifier(metrics=[]))",
+            )
+        self.num_classes = checked_num_classes(num_classes)
+        self.multi_label = bool(multi_label)
+        self.threshold = checked_threshold(threshold, self.num_classes)
+        reasons = {c.name: _left_out(c, self.num_classes, self.multi_label) for c in configs}
+        for name, reason in reasons.items():
+            if reason:
+                log.info("metric %r left out: %s", name, reason)
+        self._configs = [c for c in configs if not reasons[c.name]]
+        names = [c.name for c in self._configs]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"Metric names must be unique; repeated: {duplicates}")
-        self._by_name = {c.name: c for c in self.configs}
-        self.num_classes = num_classes
+        self._by_name = {c.name: c for c in self._configs}
+        self._feeds = {c.name: self._feed(c) for c in self._configs}
+        if self.multi_label:  # compared on the logits' device, so it follows `.to()`
+            self.register_buffer("label_threshold", torch.tensor(self.threshold), False)
         # One ModuleDict per stage (`train_metrics`, ...): separate state per stage.
         for stage in STAGES:
-            built = {c.name: c.build(num_classes) for c in self.configs if stage in c.stages}
+            built = {
+                c.name: c.build(self.num_classes, self.multi_label, self.threshold)
+                for c in self._configs
+                if stage in c.stages
+            }
             setattr(self, f"{stage}_metrics", nn.ModuleDict(built))
+
+    @classmethod
+    def for_model(
+        cls,
+        metrics: MetricManager | list[MetricConfig] | list[dict[str, Any]] | None,
+        num_classes: int,
+        multi_label: bool = False,
+        threshold: float | list[float] = 0.5,
+    ) -> MetricManager:
+        """The manager a model builds: from a manager's configs or a list; may be empty."""
+        configs = metrics.configs if isinstance(metrics, MetricManager) else metrics
+        return cls(configs, num_classes, multi_label, threshold, allow_empty=True)
+
+    def _feed(self, config: MetricConfig) -> str:
+        """What `config`'s metric receives: its `preds`, or 0/1 labels (per-label threshold)."""
+        if self.multi_label and fed_labels_for_threshold(
+            config.resolve_class(), config.preds, self.threshold
+        ):
+            return "labels"
+        return config.preds
+
+    # ------------------------------------------------ the collection (as in AutoTimm)
+
+    @property
+    def configs(self) -> list[MetricConfig]:
+        """The configs of the metrics kept, in order (a copy)."""
+        return list(self._configs)
+
+    def __len__(self) -> int:
+        return len(self._configs)
+
+    def __iter__(self) -> Iterator[MetricConfig]:
+        return iter(list(self._configs))
+
+    def __getitem__(self, index: int) -> MetricConfig:
+        if isinstance(index, bool) or not isinstance(index, Integral):
+            raise TypeError(
+                f"MetricManager index {index!r}: accepted an int (for a name: "
+                "get_config_by_name(name) or config(name))"
+            )
+        if not -len(self._configs) <= index < len(self._configs):
+            raise IndexError(
+                f"MetricManager index {index} out of range: {len(self._configs)} metric configs"
+            )
+        return self._configs[index]
+
+    def __contains__(self, item: object) -> bool:
+        """A metric name or a MetricConfig."""
+        return item in self._by_name if isinstance(item, str) else item in self._configs
+
+    def __bool__(self) -> bool:
+        # a module is always true (`if model.metrics:`), even with no configs
+        return True
+
+    def get_train_metrics(self) -> nn.ModuleDict:
+        """Train metrics, name -> torchmetrics instance (the ones the model updates)."""
+        return self.get("train")
+
+    def get_val_metrics(self) -> nn.ModuleDict:
+        """Validation metrics, name -> torchmetrics instance."""
+        return self.get("val")
+
+    def get_test_metrics(self) -> nn.ModuleDict:
+        """Test metrics, name -> torchmetrics instance."""
+        return self.get("test")
+
+    def get_metric_config(self, stage: str, name: str) -> MetricConfig | None:
+        """The config of metric `name` in `stage` (None when it does not run there)."""
+        return self._by_name[name] if name in self.get(_stage(stage)) else None
+
+    def get_metric_by_name(self, name: str, stage: str | None = None) -> nn.Module | None:
+        """The metric instance `name` of `stage` (no stage: val, then train, then test)."""
+        stages = [_stage(stage)] if stage is not None else ["val", "train", "test"]
+        found = (self.get(s)[name] for s in stages if name in self.get(s))
+        return next(found, None)
+
+    def get_config_by_name(self, name: str) -> MetricConfig | None:
+        """The config of metric `name` (None when there is none)."""
+        return self._by_name.get(name)
+
+    # ------------------------------------------------ what the model calls
 
     def get(self, stage: str) -> nn.ModuleDict:
         return getattr(self, f"{stage}_metrics")
@@ -195,27 +339,31 @@ class MetricManager(nn.Module):
         With `step_values`, returns the batch values of the metrics configured with
         `log_on_step` (those run the metric's forward, which also accumulates the epoch
         state); without, every metric only accumulates (cheaper: no per-batch compute).
+        Multi-label: float multi-hot targets (what BCE trains on) become 0/1 ints.
         """
         metrics = self.get(stage)
         if not len(metrics):
             return {}
         detached = logits.detach()
+        if self.multi_label:
+            target = as_targets(target)
+        threshold = self.label_threshold if self.multi_label else 0.5
         inputs: dict[str, torch.Tensor] = {}
         values: dict[str, torch.Tensor] = {}
         for name, metric in metrics.items():
             config = self.config(name)
-            if config.preds not in inputs:
-                inputs[config.preds] = _as_preds(detached, config.preds)
+            feed = self._feeds[name]
+            if feed not in inputs:
+                inputs[feed] = as_preds(detached, feed, self.multi_label, threshold)
             if step_values and config.log_on_step:
-                values[name] = metric(inputs[config.preds], target)
+                values[name] = metric(inputs[feed], target)
             else:
-                metric.update(inputs[config.preds], target)
+                metric.update(inputs[feed], target)
         return values
 
 
-def _as_preds(logits: torch.Tensor, kind: str) -> torch.Tensor:
-    if kind == "probs":
-        return logits.float().softmax(dim=-1)
-    if kind == "labels":
-        return logits.argmax(dim=-1)
-    return logits
+def _stage(stage: str) -> str:
+    """A stage name in any letter case -> lower-case (unknown: a clear error)."""
+    lowered = stage.lower() if isinstance(stage, str) else stage
+    check_choice("stage", lowered, STAGES)
+    return lowered

@@ -104,6 +104,19 @@ def sweep_info(cfg: DictConfig) -> SweepInfo | None:
     return info
 
 
+def fold_of(cfg: DictConfig) -> dict[str, int | None]:
+    """The run's k-fold fields (`fold`, `folds`; None without cross-validation or when
+    the value is not a number: a failed run's record must not fail on its own config)."""
+    try:
+        data = cfg.get("data") or {}
+        values = {key: data.get(key) for key in ("fold", "folds")}
+    except Exception:  # an unresolvable data node: the run's own error says why
+        return {"fold": None, "folds": None}
+    return {
+        k: v if isinstance(v, int) and not isinstance(v, bool) else None for k, v in values.items()
+    }
+
+
 def objective_of(cfg: DictConfig) -> Objective:
     """The (first) objective without a value, for runs that did not finish."""
     try:
@@ -164,6 +177,7 @@ def trained_record(
         # pruned trials are not measured: multi-objective studies cannot prune
         model=None if pruned else measured_cost(cfg, model, trainer, datamodule),
         sweep=sweep_info(cfg),
+        **fold_of(cfg),
         **device_description(),
     )
     return add_objectives(record, cfg, trainer)
@@ -204,5 +218,6 @@ def failed_record(cfg: DictConfig, exc: BaseException, started: float) -> RunRec
         failure=failure_reason(exc),
         traceback="".join(traceback.format_exception(exc)[-6:])[-4000:],
         sweep=sweep_info(cfg),
+        **fold_of(cfg),
         **device,
     )

@@ -5,6 +5,8 @@ best trial's best checkpoint); INPUTS are image files, folders (recursively) or 
 Preprocessing is the run's own evaluation transform, rebuilt from the checkpoint alone.
 Writes one row per image (path, top-1 label and probability, the top-k labels and
 probabilities) to predictions.csv (or .json) and prints the count per class.
+Multi-label models: the labels at or over their threshold (the model's `label_threshold`,
+or --threshold) and every label's probability (columns `prob_<label>`); --top-k is refused.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ if TYPE_CHECKING:  # torch and the model code load when used: `--help` stays fas
     from autotimm.inference.writers import Prediction
 
 PROGRESS_MIN_BATCHES = 5  # a progress bar only where it is worth a line
+DEFAULT_TOP_K = 5
 
 
 @dataclass
@@ -39,24 +42,26 @@ class PredictResult:
 def predict_images(
     trained: TrainedModel,
     paths: Sequence[Path],
-    top_k: int = 5,
+    top_k: int | None = None,
     tta: bool = False,
     batch_size: int = 64,
     workers: int = 0,
     strict: bool = False,
     progress: bool = False,
+    threshold: float | None = None,
 ) -> PredictResult:
-    """Predictions for `paths` (unreadable files skipped, or UserError with `strict`)."""
+    """Predictions for `paths` (unreadable files skipped, or UserError with `strict`).
+    `top_k` (single-label; default 5) or `threshold` (multi-label; default the model's)."""
     import torch
     from torch.utils.data import DataLoader
 
     from autotimm.data.transforms import build_transform
     from autotimm.inference.images import ImageFiles, collate_readable
     from autotimm.inference.tta import plan_for, probabilities
-    from autotimm.inference.writers import rows_from
 
-    if batch_size < 1 or top_k < 1:
-        raise UserError(f"--batch-size and --top-k must be >= 1, got {batch_size} and {top_k}")
+    top_k = checked_output_options(trained, top_k, threshold)
+    if batch_size < 1:
+        raise UserError(f"--batch-size must be >= 1, got {batch_size}")
     dataset = ImageFiles(paths, build_transform(trained.data_config, False), trained.in_chans)
     loader = DataLoader(
         dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate_readable
@@ -75,8 +80,45 @@ def predict_images(
             kept += [paths[i] for i in indices]
     if not kept:
         raise UserError(f"none of the {len(paths)} image(s) could be read")
-    rows = rows_from(kept, torch.cat(probs), trained.class_names, top_k)
+    rows = _rows(trained, kept, torch.cat(probs), top_k, threshold)
     return PredictResult(rows, skipped, tta=plan)
+
+
+def checked_output_options(trained: TrainedModel, top_k: int | None, threshold: Any) -> int:
+    """The top-k to use (single-label), after refusing what the model's kind cannot use."""
+    if trained.multi_label:
+        if top_k is not None:
+            raise UserError(
+                f"--top-k {top_k}: {trained.checkpoint.name} is a multi-label model; it "
+                "outputs every label's probability and the labels over their threshold "
+                "(set that with --threshold)"
+            )
+        number = isinstance(threshold, (int, float))
+        if threshold is not None and not (number and 0 < threshold < 1):
+            raise UserError(f"--threshold {threshold!r}: must be a probability in (0, 1)")
+        return 0
+    if threshold is not None:
+        raise UserError(
+            f"--threshold {threshold}: {trained.checkpoint.name} is a single-label model "
+            "(one class per image); use --top-k"
+        )
+    top_k = DEFAULT_TOP_K if top_k is None else top_k
+    if top_k < 1:
+        raise UserError(f"--top-k must be >= 1, got {top_k}")
+    return top_k
+
+
+def _rows(
+    trained: TrainedModel, paths: list[Path], probs: Any, top_k: int, threshold: float | None
+) -> list[Prediction]:
+    from autotimm.inference.writers import multi_label_rows, rows_from
+    from autotimm.multilabel import labels_over_threshold, thresholds
+
+    if not trained.multi_label:
+        return rows_from(paths, probs, trained.class_names, top_k)
+    chosen = trained.label_threshold if threshold is None else threshold
+    over = labels_over_threshold(probs, thresholds(chosen, probs.shape[-1]))
+    return multi_label_rows(paths, probs, trained.class_names, over)
 
 
 def _progress(loader: Any, enabled: bool) -> Any:
@@ -91,7 +133,7 @@ def predict(
     model: str | Path,
     inputs: Sequence[str | Path],
     out: str | Path = "predictions.csv",
-    top_k: int = 5,
+    top_k: int | None = None,
     tta: bool = False,
     batch_size: int = 64,
     device: str = "auto",
@@ -99,6 +141,7 @@ def predict(
     strict: bool = False,
     path_column: str = "path",
     progress: bool = False,
+    threshold: float | None = None,
 ) -> PredictResult:
     """Label INPUTS with MODEL and write `out` (.csv, or .json); see the module doc."""
     from autotimm.data.datamodule import default_num_workers
@@ -109,8 +152,12 @@ def predict(
     paths = collect_images(inputs, path_column)
     trained = load_trained(model, resolve_device(device))
     workers = default_num_workers("image_folder") if workers is None else workers
-    result = predict_images(trained, paths, top_k, tta, batch_size, workers, strict, progress)
-    result.out = write_predictions(Path(out), result.rows, min(top_k, len(trained.class_names)))
+    result = predict_images(
+        trained, paths, top_k, tta, batch_size, workers, strict, progress, threshold
+    )
+    k = min(top_k or DEFAULT_TOP_K, len(trained.class_names))
+    delimiter = str(trained.data_hparams.get("label_delimiter") or " ")
+    result.out = write_predictions(Path(out), result.rows, k, delimiter)
     return result
 
 
@@ -121,7 +168,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("model", metavar="MODEL", help="checkpoint, run directory or sweep directory")
     p.add_argument("inputs", metavar="INPUTS", nargs="+", help="image files, folders, CSV lists")
     p.add_argument("--out", default="predictions.csv", help="output file (.csv or .json)")
-    p.add_argument("--top-k", type=int, default=5, help="classes per image in the output")
+    p.add_argument(
+        "--top-k", type=int, default=None, help="classes per image in the output (default 5)"
+    )
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="multi-label models: predict labels at this probability (default: the model's)",
+    )
     p.add_argument("--tta", action="store_true", help="average over test-time augmented views")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda, cuda:N")
@@ -144,6 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = predict(
             args.model, args.inputs, args.out, args.top_k, args.tta, args.batch_size,
             args.device, args.workers, args.strict, args.path_column, progress=True,
+            threshold=args.threshold,
         )  # fmt: skip
         if result.tta is not None:
             print(f"test-time augmentation: {result.tta.describe()}")

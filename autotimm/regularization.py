@@ -46,6 +46,11 @@ class BatchMixer:
 
     timm's Mixup needs an even batch; an odd batch (the last one without
     drop_last) is left unmixed, with smoothed one-hot targets.
+
+    `multi_label`: targets are float multi-hot rows, smoothed towards 0.5. timm's Mixup
+    mixes the images and, given the indices 0..N-1 as targets, returns the mixing weights
+    (row i: how much of each image is in mixed image i, for every mode and CutMix's
+    corrected lambda); the multi-hot targets are mixed with those same weights.
     """
 
     def __init__(
@@ -57,18 +62,21 @@ class BatchMixer:
         prob: float = 1.0,
         switch_prob: float = 0.5,
         mode: str = "batch",
+        multi_label: bool = False,
     ) -> None:
         from timm.data import Mixup
 
         self.num_classes = num_classes
         self.label_smoothing = label_smoothing
+        self.multi_label = multi_label
         self.mixup = Mixup(
             mixup_alpha=mixup_alpha,
             cutmix_alpha=cutmix_alpha,
             prob=prob,
             switch_prob=switch_prob,
             mode=mode,
-            label_smoothing=label_smoothing,
+            # multi-label: unsmoothed weights from timm, the smoothing goes on the targets
+            label_smoothing=0.0 if multi_label else label_smoothing,
             num_classes=num_classes,
         )
 
@@ -78,9 +86,9 @@ class BatchMixer:
         if not (hp.mixup_alpha > 0 or hp.cutmix_alpha > 0):
             return None
         prob, switch = hp.get("mixup_prob", 1.0), hp.get("mixup_switch_prob", 0.5)
-        mode = hp.get("mixup_mode", "batch")
+        mode, multi_label = hp.get("mixup_mode", "batch"), bool(hp.get("multi_label", False))
         args = (hp.num_classes, hp.mixup_alpha, hp.cutmix_alpha, hp.label_smoothing)
-        return cls(*args, prob=prob, switch_prob=switch, mode=mode)
+        return cls(*args, prob=prob, switch_prob=switch, mode=mode, multi_label=multi_label)
 
     @property
     def enabled(self) -> bool:
@@ -94,10 +102,26 @@ class BatchMixer:
     def __call__(
         self, images: torch.Tensor, target: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.multi_label:
+            return self._mix_multi_hot(images, target)
         if images.shape[0] % 2 == 0:
             # timm mixes in place: work on a copy so the caller's batch stays intact
             return self.mixup(images.clone(), target)
         return images, smooth_one_hot(target, self.num_classes, self.label_smoothing)
+
+    def _mix_multi_hot(
+        self, images: torch.Tensor, target: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        from autotimm.multilabel import smooth_multi_hot
+
+        soft = smooth_multi_hot(target, self.label_smoothing)
+        size = images.shape[0]
+        if size % 2:
+            return images, soft
+        self.mixup.num_classes = size  # one "class" per image: the targets become weights
+        index = torch.arange(size, device=target.device)
+        mixed, weights = self.mixup(images.clone(), index)
+        return mixed, weights.to(soft.dtype) @ soft
 
 
 def smooth_one_hot(target: torch.Tensor, num_classes: int, smoothing: float) -> torch.Tensor:

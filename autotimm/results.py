@@ -103,6 +103,9 @@ class RunRecord:
     num_classes: int | None = None
     batch_size: int | None = None  # as trained (tune_batch_size=true may change it)
     compile: bool = False
+    # k-fold cross-validation (data.folds / data.fold): the validation fold and the count
+    fold: int | None = None
+    folds: int | None = None
     # failed / interrupted runs
     failure: str | None = None  # `ErrorType: message`, one line
     traceback: str | None = None  # the last frames

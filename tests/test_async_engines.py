@@ -187,7 +187,11 @@ def test_a_stopped_sweep_cancels_its_running_jobs(tmp_path):
     proc = start_app_sweep(tmp_path, n_trials=2, gate_timeout_s=600)  # trial 0 waits long
     folder = sweep_dir(tmp_path, "quick")
     deadline = time.time() + 240
-    while not (folder / "trial_0001" / "times.json").is_file():
+    # trial 1 ran to its end while trial 0 waits (under load trial 0 may still be starting)
+    while not all(
+        (folder / trial / name).is_file()
+        for trial, name in (("trial_0001", "times.json"), ("trial_0000", "started"))
+    ):
         assert time.time() < deadline and proc.poll() is None, (tmp_path / "sweep.err").read_text()
         time.sleep(0.2)
     trial_0 = json.loads((folder / "trial_0000" / "started").read_text())["pid"]

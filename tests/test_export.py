@@ -111,6 +111,8 @@ def test_timm_folder_loads_with_timm_alone_and_matches(run, tmp_path):
     found = json.loads(done.stdout.strip().splitlines()[-1])
     assert found["autotimm"] == [] and found["classes"] == 10
     assert found["labels"] == trained.class_names and found["input_size"] == [3, 32, 32]
+    config = json.loads((folder / "config.json").read_text())
+    assert config["multi_label"] is False and "softmax" in config["output"]
     expected = trained.model(_real_batch(run, trained, 1))[0]
     assert torch.allclose(torch.tensor(found["logits"]), expected, atol=1e-4)
     # the same weights as a new run's backbone (backbone.checkpoint_path=.../model.safetensors)

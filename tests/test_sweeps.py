@@ -163,7 +163,7 @@ def test_sweeps_compose_from_another_folder(tmp_path, compose, monkeypatch):
         text=True,
         timeout=120,
     ).stdout
-    assert "sweeps: backbone_optimizer, lr_mixup_ls, pareto, quick" in helptext
+    assert "sweeps: backbone_optimizer, kfold, lr_mixup_ls, pareto, quick" in helptext
 
 
 # -- the device plan and the GPU claim ---------------------------------------------------

@@ -7,6 +7,8 @@ Prints a ranked table (trial, swept values, objective, val/test metrics, epochs,
 GPU, status) and writes, into the folder (or --out):
 
 - compare.csv: every run, every metric;
+- compare_folds.csv (k-fold runs, sweeps/kfold.yaml): one row per configuration, the mean
+  and std of every metric over its folds (also printed as a second table);
 - compare.png: the objective against each swept value, and every run's validation curve;
 - best_config.yaml: the best run's full config, re-run with one command
   (`python train.py --config-dir <folder> --config-name best_config`);
@@ -23,12 +25,13 @@ One module per job: `runs` (finding runs, reading their records through
 `autotimm.results`, their swept values), `ranking`, `rows` (the flat rows), `csv_out`,
 `table` (the terminal table), `plots`, `study` (the sweep's Optuna study, its front),
 `study_plots` (Optuna's plots; `optuna_compat` lets Optuna 2.10 draw on today's matplotlib),
-`best_config`, `cli` (`compare()` and the command).
+`best_config`, `folds` (k-fold mean ± std), `cli` (`compare()` and the command).
 """
 
 from autotimm.compare.best_config import BEST_CONFIG, write_best_config
 from autotimm.compare.cli import compare, main
 from autotimm.compare.csv_out import CSV_FILE, write_csv
+from autotimm.compare.folds import FOLDS_CSV, fold_rows
 from autotimm.compare.plots import PNG_FILE, plot, validation_curve
 from autotimm.compare.ranking import rank
 from autotimm.compare.rows import rows
@@ -38,11 +41,13 @@ from autotimm.compare.table import print_table
 __all__ = [
     "BEST_CONFIG",
     "CSV_FILE",
+    "FOLDS_CSV",
     "NOT_SWEPT",
     "PNG_FILE",
     "Run",
     "compare",
     "find_runs",
+    "fold_rows",
     "main",
     "plot",
     "print_table",

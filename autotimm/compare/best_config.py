@@ -24,8 +24,13 @@ def write_best_config(best: Run, folder: Path, repo_train: Path) -> Path | None:
             sweep.pop(key, None)
     config["ckpt_path"] = None
     value = best.metric(best.objective_name)
+    data = config.get("data")
+    folded = isinstance(data, dict) and data.get("fold") is not None
+    if folded:  # the configuration, trained once on the source's own train/val split
+        data.update(fold=None, folds=None)
+    what = "configuration (best mean over its folds)" if folded else "run"
     header = (
-        f"# The best run of {folder} (trial {best.trial}: {best.objective_name} = {value}),\n"
+        f"# The best {what} of {folder} (trial {best.trial}: {best.objective_name} = {value}),\n"
         f"# from {source}; written by `python -m autotimm.compare`. Re-run it with:\n"
         f"#   python {repo_train} --config-dir {folder} --config-name best_config\n"
         "# Values can still be overridden (trainer.max_epochs=50); config groups cannot.\n"

@@ -9,6 +9,13 @@ from typing import Any
 
 from autotimm.compare.best_config import write_best_config
 from autotimm.compare.csv_out import CSV_FILE, write_csv
+from autotimm.compare.folds import (
+    FOLDS_CSV,
+    best_fold_group,
+    fold_keys,
+    fold_rows,
+    print_fold_table,
+)
 from autotimm.compare.plots import PNG_FILE, plot
 from autotimm.compare.ranking import rank
 from autotimm.compare.rows import rows
@@ -31,9 +38,12 @@ def _title(root: Path, runs: list[Run]) -> str:
     )
 
 
-def _write_best(runs: list[Run], metric: str | None, target: Path, show: bool) -> Path | None:
-    """best_config.yaml from the best completed run (none: no completed run)."""
-    ranked = [r for r in rank(runs, metric) if r.status == "completed"]
+def _write_best(
+    runs: list[Run], metric: str | None, target: Path, show: bool, folds: list[dict[str, Any]]
+) -> Path | None:
+    """best_config.yaml from the best completed run (none: no completed run); with k-fold
+    runs, from the configuration with the best mean (its folds settings cleared)."""
+    ranked = [r for r in rank(best_fold_group(runs, folds), metric) if r.status == "completed"]
     if not ranked:
         return None
     path = write_best_config(ranked[0], target, TRAIN_PY)
@@ -69,7 +79,8 @@ def compare(
     storage: str | None = None,
 ) -> dict[str, Any]:
     """Table, compare.csv, compare.png, the study's Optuna plots and best_config.yaml for
-    the runs below `folder` (`storage`: the study's URL when the folder's is masked)."""
+    the runs below `folder` (`storage`: the study's URL when the folder's is masked); for
+    k-fold runs also the mean ± std table and compare_folds.csv (`compare.folds`)."""
     root = Path(folder).expanduser().resolve()
     if not root.is_dir():
         raise FileNotFoundError(f"{root} is not a folder of runs")
@@ -83,8 +94,13 @@ def compare(
     table = rows(runs, metric)
     sweep, notes = _study(root, runs, storage, table)
     written: dict[str, Any] = {"csv": write_csv(table, target / CSV_FILE)}
+    folds = fold_rows(runs, metric)  # k-fold runs: one row per configuration
+    if folds:
+        written["folds_csv"] = write_csv(folds, target / FOLDS_CSV)
     if show:
         print_table(runs, table, _title(root, runs))
+        if folds:
+            print_fold_table(folds, fold_keys(runs))
     if make_plot:
         written["png"] = plot(runs, target / PNG_FILE, metric)
         if sweep is not None:
@@ -93,14 +109,14 @@ def compare(
             notes += skipped
     elif sweep is None:
         notes = []  # no plots asked for: nothing to say about missing ones
-    best_path = _write_best(runs, metric, target, show)
+    best_path = _write_best(runs, metric, target, show, folds)
     if best_path is not None:
         written["best_config"] = best_path
     if show:
         for note in notes:
             print(note)
         print("wrote " + ", ".join(str(p) for p in written.values()))
-    return {"runs": runs, "rows": table, "files": written, "notes": notes}
+    return {"runs": runs, "rows": table, "folds": folds, "files": written, "notes": notes}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,6 +20,8 @@ from autotimm.data.datasets import (
     collate_encoded,
     targets_of,
 )
+from autotimm.data.folds import check_fold_options, fold_splits
+from autotimm.data.multilabel import check_multi_label_options
 from autotimm.data.sources import SourceOptions, SourceSplits, download_source, get_source
 from autotimm.data.splits import limit_indices
 from autotimm.data.transforms import AugmentConfig, build_transform, resolve_data_config
@@ -113,6 +115,11 @@ class ImageDataModule(L.LightningDataModule):
     asked for, else ``cpu``). ``channels_last`` converts image batches on CUDA devices.
     ``sampler='balanced'`` draws training images class-balanced; ``class_weights``
     (``'auto'`` or a list) is read by the run for the loss (``autotimm.imbalance``).
+    ``multi_label`` (csv): several labels per image, in ``label_column`` separated by
+    ``label_delimiter`` or as 0/1 ``label_columns``; targets are float multi-hot rows and
+    ``class_names`` the labels (``autotimm.data.multilabel``).
+    ``folds``/``fold``: k-fold cross-validation, fold ``fold`` of the pool (train + val)
+    validates, the others train; test stays held out (``autotimm.data.folds``).
     """
 
     def __init__(
@@ -140,6 +147,9 @@ class ImageDataModule(L.LightningDataModule):
         path_column: str = "path",
         label_column: str = "label",
         split_column: str = "split",
+        multi_label: bool = False,
+        label_delimiter: str = " ",
+        label_columns: list[str] | None = None,
         hflip: float = 0.5,
         vflip: float = 0.0,
         scale: Sequence[float] | None = None,
@@ -154,12 +164,20 @@ class ImageDataModule(L.LightningDataModule):
         channels_last: bool = True,
         sampler: str | None = None,
         class_weights: str | list[float] | None = None,
+        folds: int | None = None,
+        fold: int | None = None,
     ) -> None:
         super().__init__()
         # logger=False: the run logs the full config; merging both would clash on num_classes
         self.save_hyperparameters(logger=False)
         check_arguments(source, batch_size, in_chans, decode, auto_augment)
         check_imbalance_options(class_weights, sampler)  # used by the loader and the model
+        # csv only; refuses class_weights/sampler with multi_label (autotimm.data.multilabel)
+        check_multi_label_options(
+            source, multi_label, label_delimiter, label_columns, class_weights, sampler
+        )
+        self.multi_label = multi_label
+        check_fold_options(folds, fold)
         self.source = source
         self.decode = decode
         self.channels_last = channels_last
@@ -203,6 +221,8 @@ class ImageDataModule(L.LightningDataModule):
                 f"num_classes={hp.num_classes} was given but source {self.source!r} has "
                 f"{found} classes; set data.num_classes={found} or leave it unset"
             )
+        if hp.folds is not None:  # k-fold: train/val from the pool, limit caps the pool
+            splits = fold_splits(splits, hp.folds, hp.fold, hp.seed, hp.limit)
         if hp.limit is not None:
             splits.train, splits.val, splits.test = (
                 SubsetDataset(ds, limit_indices(targets_of(ds), hp.limit, hp.seed))

@@ -20,8 +20,28 @@ from autotimm.data.files import CorruptImageError, load_image
 
 
 def targets_of(dataset: Any) -> np.ndarray:
-    """Integer labels of a dataset, from its ``targets`` attribute (ours and torchvision's)."""
-    return np.asarray(dataset.targets, dtype=np.int64)
+    """Integer labels of a dataset, from its ``targets`` attribute (ours and torchvision's),
+    for stratified splits and class counts. Multi-label data (2-D multi-hot ``targets``)
+    gives one stratum per image: its rarest label, -1 without labels (see ``multilabel``)."""
+    targets = np.asarray(dataset.targets)
+    if targets.ndim == 2:
+        from autotimm.data.multilabel import rarest_label
+
+        return rarest_label(targets)
+    return targets.astype(np.int64)
+
+
+def as_targets(targets: Sequence[int] | np.ndarray) -> np.ndarray:
+    """int64 class indices (N,), or float32 multi-hot rows (N, labels) for multi-label data."""
+    array = np.asarray(targets)
+    return array.astype(np.float32) if array.ndim == 2 else array.astype(np.int64)
+
+
+def target_item(targets: np.ndarray, index: int) -> int | torch.Tensor:
+    """One item's target: its class index, or its multi-hot row as a float tensor."""
+    if targets.ndim == 2:
+        return torch.from_numpy(targets[index])
+    return int(targets[index])
 
 
 class ArrayImageDataset(Dataset):
@@ -51,17 +71,17 @@ class ArrayImageDataset(Dataset):
 class FileImageDataset(Dataset):
     """Images read from files on every access; a failed read names the file."""
 
-    def __init__(self, paths: Sequence[Path], targets: Sequence[int]) -> None:
+    def __init__(self, paths: Sequence[Path], targets: Sequence[int] | np.ndarray) -> None:
         if len(paths) != len(targets):
             raise ValueError(f"{len(paths)} paths but {len(targets)} labels")
         self.paths = list(paths)
-        self.targets = np.asarray(targets, dtype=np.int64)
+        self.targets = as_targets(targets)  # class indices, or multi-hot rows
 
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, index: int) -> tuple[Image.Image, int]:
-        return load_image(self.paths[index]), int(self.targets[index])
+    def __getitem__(self, index: int) -> tuple[Image.Image, int | torch.Tensor]:
+        return load_image(self.paths[index]), target_item(self.targets, index)
 
 
 class SyntheticDataset(Dataset):
@@ -98,7 +118,7 @@ class SubsetDataset(Dataset):
     def __init__(self, base: Dataset, indices: Sequence[int] | np.ndarray) -> None:
         self.base = base
         self.indices = np.asarray(indices, dtype=np.int64)
-        self.targets = targets_of(base)[self.indices]
+        self.targets = as_targets(base.targets)[self.indices]  # type: ignore[attr-defined]
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -120,7 +140,7 @@ class TransformedDataset(Dataset):
         self.base = base
         self.transform = transform
         self.mode = mode
-        self.targets = targets_of(base)
+        self.targets = as_targets(base.targets)  # type: ignore[attr-defined]
 
     def __len__(self) -> int:
         return len(self.base)
@@ -161,7 +181,7 @@ class EncodedImageDataset(Dataset):
         if len(paths) != len(targets):
             raise ValueError(f"{len(paths)} paths but {len(targets)} labels")
         self.paths = [str(p) for p in paths]
-        self.targets = np.asarray(targets, dtype=np.int64)
+        self.targets = as_targets(targets)
 
     @classmethod
     def of(cls, dataset: Any) -> EncodedImageDataset:
@@ -171,7 +191,7 @@ class EncodedImageDataset(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, str]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int | torch.Tensor, str]:
         path = self.paths[index]
         try:
             with open(path, "rb") as f:
@@ -181,7 +201,8 @@ class EncodedImageDataset(Dataset):
         if not data:
             raise CorruptImageError(f"cannot read image {path}: the file is empty")
         # frombuffer shares the bytes object's memory; bytearray keeps it writable
-        return torch.frombuffer(bytearray(data), dtype=torch.uint8), int(self.targets[index]), path
+        image = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+        return image, target_item(self.targets, index), path
 
 
 class EncodedBatch(NamedTuple):
@@ -192,7 +213,7 @@ class EncodedBatch(NamedTuple):
     """
 
     data: torch.Tensor  # (total_bytes,) uint8
-    labels: torch.Tensor  # (N,) int64
+    labels: torch.Tensor  # (N,) int64, or (N, labels) float32 multi-hot
     lengths: torch.Tensor  # (N,) int64, bytes per image
     paths: list[str]
 
@@ -201,12 +222,13 @@ class EncodedBatch(NamedTuple):
         return list(torch.split(self.data, self.lengths.tolist()))
 
 
-def collate_encoded(batch: Sequence[tuple[torch.Tensor, int, str]]) -> EncodedBatch:
+def collate_encoded(batch: Sequence[tuple[torch.Tensor, Any, str]]) -> EncodedBatch:
     """Pack the variable-length byte tensors of a batch into an ``EncodedBatch``."""
     data, labels, paths = zip(*batch, strict=True)
+    multi_hot = isinstance(labels[0], torch.Tensor)
     return EncodedBatch(
         data=torch.cat(data),
-        labels=torch.as_tensor(labels, dtype=torch.int64),
+        labels=torch.stack(labels) if multi_hot else torch.as_tensor(labels, dtype=torch.int64),
         lengths=torch.as_tensor([len(d) for d in data], dtype=torch.int64),
         paths=list(paths),
     )

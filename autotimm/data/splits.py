@@ -15,6 +15,17 @@ def _count(n: int, fraction: float) -> int:
     return max(1, int(n * fraction + 0.5)) if n >= 2 else 0
 
 
+def strata(labels: Sequence[int] | np.ndarray) -> np.ndarray:
+    """One stratum id per item, 0..strata-1 in the order of the labels: by label, or for
+    multi-hot rows (multi-label targets, shape (n, labels)) by the row's label pattern."""
+    labels = np.asarray(labels)
+    if labels.ndim not in (1, 2):
+        raise ValueError(f"labels must be 1-D (classes) or 2-D (multi-hot), got {labels.shape}")
+    if len(labels) == 0:
+        return np.zeros(0, dtype=np.int64)
+    return np.unique(labels, axis=0, return_inverse=True)[1].reshape(-1)
+
+
 def stratified_split(
     labels: Sequence[int] | np.ndarray, fractions: Sequence[float], seed: int
 ) -> list[np.ndarray]:
@@ -24,8 +35,9 @@ def stratified_split(
     class, so any prefix of that order keeps the class proportions. Taking the parts as
     consecutive slices of it stratifies even when a part is smaller than the number of
     classes (where a per-class rounding would give empty splits). Returned indices are sorted.
+    Multi-hot labels are stratified on their label patterns (``strata``).
     """
-    labels = np.asarray(labels)
+    labels = strata(labels)
     n = len(labels)
     if any(f < 0 for f in fractions) or sum(fractions) >= 1:
         raise ValueError(f"split fractions must be >= 0 and sum to < 1, got {list(fractions)}")

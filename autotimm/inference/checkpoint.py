@@ -49,6 +49,15 @@ class TrainedModel:
     def in_chans(self) -> int:
         return int(self.data_config["input_size"][0])
 
+    @property
+    def multi_label(self) -> bool:
+        """Several labels per image: sigmoid per label, labels over `label_threshold`."""
+        return bool(self.hparams.get("multi_label", False))
+
+    @property
+    def label_threshold(self) -> float | list[float]:
+        return self.hparams.get("label_threshold", 0.5)
+
     def network(self) -> nn.Module:
         """Backbone and head as one plain module (what the exporters trace)."""
         return nn.Sequential(self.model.backbone, self.model.head).eval()

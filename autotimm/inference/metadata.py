@@ -25,6 +25,23 @@ def export_metadata(trained: TrainedModel) -> dict[str, Any]:
             "resize the shorter side to input_size / crop_pct, centre crop input_size, "
             "scale pixels to [0, 1], subtract mean, divide by std (channels first)"
         ),
-        "output": "logits (N, num_classes); softmax gives class probabilities",
+        **output_description(trained),
         "source_checkpoint": str(trained.checkpoint),
+    }
+
+
+def output_description(trained: TrainedModel) -> dict[str, Any]:
+    """What the exported network outputs (logits, as the PyTorch model) and how to read it."""
+    if not trained.multi_label:
+        return {
+            "multi_label": False,
+            "output": "logits (N, num_classes); softmax gives class probabilities",
+        }
+    return {
+        "multi_label": True,
+        "label_threshold": trained.label_threshold,
+        "output": (
+            "logits (N, num_classes), one per label; sigmoid gives each label's probability, "
+            "a label is predicted when its probability is above label_threshold"
+        ),
     }

@@ -64,7 +64,10 @@ def _data_section(data: dict[str, Any], state: dict[str, Any], record: RunRecord
         f"- source: `{data.get('source', '?')}`"
         + (f", root `{data['root']}`" if data.get("root") else "")
     )
-    lines.append(f"- classes ({len(names) or record.num_classes}): {listed or '(not recorded)'}")
+    kind = "labels" if data.get("multi_label") else "classes"
+    lines.append(f"- {kind} ({len(names) or record.num_classes}): {listed or '(not recorded)'}")
+    if data.get("multi_label"):
+        lines.append("- task: multi-label (several labels per image, one sigmoid per label)")
     if config:
         lines.append(
             f"- input: {tuple(config['input_size'])}, {config['interpolation']} resize, "
@@ -81,6 +84,8 @@ def _recipe_section(model: dict[str, Any], data: dict[str, Any], record: RunReco
         start = "from pretrained weights" if backbone.get("pretrained") else "from scratch"
         lines.append(f"- backbone: `{backbone.get('model_name')}` (timm), trained {start}")
     recipe = {k: model[k] for k in MODEL_KEYS if k in model}
+    if model.get("multi_label"):
+        recipe["label_threshold"] = model.get("label_threshold", 0.5)
     recipe.update({f"data.{k}": data[k] for k in DATA_KEYS if data.get(k) is not None})
     lines += [f"- {key}: `{value}`" for key, value in recipe.items()]
     lines.append(

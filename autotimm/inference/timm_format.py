@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 
 from autotimm.inference.checkpoint import TrainedModel
+from autotimm.inference.metadata import output_description
 from autotimm.inference.parity import DEFAULT_ATOL, ParityReport, check_batch, compare
 from autotimm.user_errors import UserError
 
@@ -71,6 +72,9 @@ def export_timm(trained: TrainedModel, out: Path, atol: float = DEFAULT_ATOL) ->
         model_config={
             "label_names": list(trained.class_names),
             "pretrained_cfg": {"tag": "autotimm", "license": None},
+            # top-level keys timm ignores when loading: how to read the outputs
+            # (multi-label models: sigmoid per label, label_threshold)
+            **output_description(trained),
         },
         safe_serialization=True,
         data_config=data_config,

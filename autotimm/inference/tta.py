@@ -1,4 +1,4 @@
-"""Test-time augmentation: class probabilities averaged over a few fixed views of a batch.
+"""Test-time augmentation: class (or per-label) probabilities averaged over a few fixed views.
 
 The views are deterministic (no randomness): the eval image itself, a centre zoom (crop
 `zoom` of each side, resized back), and the horizontal mirror of each, but mirrors only when
@@ -59,9 +59,13 @@ def views(images: torch.Tensor, plan: TTAPlan) -> list[torch.Tensor]:
 
 @torch.inference_mode()
 def probabilities(model: nn.Module, images: torch.Tensor, plan: TTAPlan | None) -> torch.Tensor:
-    """Softmax probabilities (N, classes): of the batch, or the mean over its TTA views."""
+    """Softmax probabilities (N, classes), per-label sigmoid ones for a multi-label model:
+    of the batch, or the mean over its TTA views."""
+    from autotimm.multilabel import output_probabilities
+
+    multi_label = bool(getattr(model, "multi_label", False))
     if plan is None:
-        return model(images).float().softmax(dim=-1)
+        return output_probabilities(model(images), multi_label)
     batch = torch.cat(views(images, plan))  # one forward pass for all views
-    probs = model(batch).float().softmax(dim=-1)
+    probs = output_probabilities(model(batch), multi_label)
     return probs.view(plan.num_views, len(images), -1).mean(dim=0)

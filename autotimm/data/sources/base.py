@@ -32,6 +32,10 @@ class SourceOptions:
     path_column: str = "path"
     label_column: str = "label"
     split_column: str = "split"
+    # csv: several labels per image (a delimited label column, or one 0/1 column per label)
+    multi_label: bool = False
+    label_delimiter: str = " "
+    label_columns: tuple[str, ...] | list[str] | None = None
     num_classes: int | None = None
     synthetic_size: int = 512
     # resolved model input (C, H, W): synthetic tensors are generated at this shape

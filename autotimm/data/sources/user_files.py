@@ -132,15 +132,17 @@ def _read_csv(path: Path, opts: SourceOptions):  # -> pandas.DataFrame
     if not path.is_file():
         raise FileNotFoundError(f"CSV file {path} does not exist")
     frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    for column in (opts.path_column, opts.label_column):
+    # label_columns (multi-label 0/1 columns) replace the label column
+    columns = [opts.path_column] + ([] if opts.label_columns else [opts.label_column])
+    for column in columns:
         if column not in frame.columns:
             raise ValueError(
                 f"{path} has no column {column!r} (columns: {list(frame.columns)}); "
                 "set data.path_column / data.label_column"
             )
-    blank = (frame[opts.path_column].str.strip() == "") | (
-        frame[opts.label_column].str.strip() == ""
-    )
+    blank = frame[opts.path_column].str.strip() == ""
+    if not opts.multi_label:  # a multi-label image may have none of the labels
+        blank |= frame[opts.label_column].str.strip() == ""
     if blank.any():
         raise ValueError(
             f"{path}: empty path or label in data row(s) {list(frame.index[blank] + 1)[:10]}"
@@ -191,6 +193,36 @@ def _csv_frames(opts: SourceOptions) -> dict[str, tuple[Any, Path]]:
     return frames
 
 
+def _csv_labels(frames: dict[str, tuple[Any, Path]], opts: SourceOptions):
+    """Class names and, per frame, its targets: class indices, or multi-hot rows."""
+    if not opts.multi_label:
+        names, to_index = label_mapping(
+            v for frame, _ in frames.values() for v in frame[opts.label_column]
+        )
+        return names, {
+            key: [to_index[str(v).strip()] for v in frame[opts.label_column]]
+            for key, (frame, _) in frames.items()
+        }
+    from autotimm.data.multilabel import (
+        label_sets_from_cells,
+        label_sets_from_columns,
+        multi_hot,
+    )
+
+    sets = {
+        key: label_sets_from_columns(frame, opts.label_columns, str(path))
+        if opts.label_columns
+        else label_sets_from_cells(frame[opts.label_column], opts.label_delimiter)
+        for key, (frame, path) in frames.items()
+    }
+    every = opts.label_columns or [label for s in sets.values() for row in s for label in row]
+    names, to_index = label_mapping(every)
+    if not names:
+        where = [str(path) for _, path in frames.values()]
+        raise ValueError(f"no labels in {where} (column {opts.label_column!r})")
+    return names, {key: multi_hot(s, to_index, len(names)) for key, s in sets.items()}
+
+
 def load_csv(opts: SourceOptions) -> SourceSplits:
     """Image paths and labels from CSV.
 
@@ -201,24 +233,23 @@ def load_csv(opts: SourceOptions) -> SourceSplits:
     - otherwise ``root/train.csv`` (required), ``root/val.csv``, ``root/test.csv``.
     A split that is not given is carved from train. Relative image paths are resolved
     against the folder of the CSV that lists them. One label mapping covers all splits.
+    With ``multi_label`` each row holds several labels (see ``autotimm.data.multilabel``).
     """
     frames = _csv_frames(opts)
-    class_names, to_index = label_mapping(
-        v for frame, _ in frames.values() for v in frame[opts.label_column]
-    )
+    class_names, targets = _csv_labels(frames, opts)
 
-    def files(frame, csv_path: Path) -> FileImageDataset:
+    def files(key: str) -> FileImageDataset:
+        frame, csv_path = frames[key]
         paths = [
             p if p.is_absolute() else csv_path.parent / p
             for p in (Path(s.strip()).expanduser() for s in frame[opts.path_column])
         ]
-        labels = [to_index[str(v).strip()] for v in frame[opts.label_column]]
-        return _files_dataset(paths, labels, opts)
+        return _files_dataset(paths, targets[key], opts)
 
     if "pool" in frames:
-        train, val, test = train_val_test(files(*frames["pool"]), opts)
+        train, val, test = train_val_test(files("pool"), opts)
     else:
-        given = {s: files(*frames[s]) if s in frames else None for s in SPLIT_ALIASES}
+        given = {s: files(s) if s in frames else None for s in SPLIT_ALIASES}
         train, val, test = _with_carved_splits(given, opts)
     if len(train) == 0:
         train_csv = frames["pool" if "pool" in frames else "train"][1]
