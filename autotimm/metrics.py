@@ -252,9 +252,29 @@ class MetricManager(nn.Module):
         multi_label: bool = False,
         threshold: float | list[float] = 0.5,
     ) -> MetricManager:
-        """The manager a model builds: from a manager's configs or a list; may be empty."""
-        configs = metrics.configs if isinstance(metrics, MetricManager) else metrics
-        return cls(configs, num_classes, multi_label, threshold, allow_empty=True)
+        """The manager a model uses: a manager given as is (the instances the user holds are
+        the ones updated), else one built from a list; may be empty."""
+        if isinstance(metrics, MetricManager):
+            metrics.check_fits(num_classes, multi_label, threshold)
+            return metrics
+        return cls(metrics, num_classes, multi_label, threshold, allow_empty=True)
+
+    def check_fits(
+        self, num_classes: int, multi_label: bool, threshold: float | list[float]
+    ) -> None:
+        """Refuse to serve a model with another class count, task or threshold."""
+        wanted = {"num_classes": num_classes, "multi_label": bool(multi_label)}
+        if multi_label:
+            wanted["threshold"] = checked_threshold(threshold, num_classes)
+        for key, value in wanted.items():
+            if getattr(self, key) != value:
+                raise ConfigValueError(
+                    f"metrics.{key}",
+                    getattr(self, key),
+                    f"the MetricManager was built for {key}={getattr(self, key)!r}, the model "
+                    f"has {key}={value!r}; accepted: a manager built with {key}={value!r}, or "
+                    "a list of MetricConfig (the model builds its own manager)",
+                )
 
     def _feed(self, config: MetricConfig) -> str:
         """What `config`'s metric receives: its `preds`, or 0/1 labels (per-label threshold)."""
@@ -329,6 +349,8 @@ class MetricManager(nn.Module):
         return getattr(self, f"{stage}_metrics")
 
     def config(self, name: str) -> MetricConfig:
+        if name not in self._by_name:
+            raise KeyError(f"no metric named {name!r}; accepted: {list(self._by_name)}")
         return self._by_name[name]
 
     def update(

@@ -38,6 +38,13 @@ def check_multi_label_model(
             label_threshold,
             f"has {len(values)} entries, the model has {num_classes} labels",
         )
+    if not multi_label and label_threshold != 0.5:  # 0.5: the default, unused
+        raise ConfigValueError(
+            "label_threshold",
+            label_threshold,
+            "is for multi-label models only (single-label predictions take the top class); "
+            "accepted: multi_label=True (data.multi_label=true), or leave it at 0.5",
+        )
     if multi_label and class_weights is not None:
         raise ConfigValueError(
             "class_weights",

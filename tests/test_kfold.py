@@ -113,6 +113,26 @@ def test_multi_label_targets_are_folded_by_label_pattern():
     assert len(pool) == 60 and np.array_equal(pool.targets, multi_hot)
 
 
+def test_multi_label_folds_count_each_labels_positives_not_its_strata():
+    """Label 0 is on every image but the rarest label of only 3 of them: 5 folds are fine
+    (each fold's validation still holds label 0); label 2 on 3 images allows only 3."""
+    from autotimm.data.datasets import targets_of
+    from autotimm.data.folds import fold_splits
+    from autotimm.data.sources.base import SourceSplits
+
+    rows = np.zeros((40, 3), dtype=np.float32)
+    rows[:, 0] = 1  # label 0 everywhere
+    rows[3:, 1] = 1  # label 1 on 37 images: the rarest label of those
+    data = type("Rows", (), {"targets": rows, "__len__": lambda self: 40})()
+    assert (targets_of(data) == 0).sum() == 3  # label 0 is the stratum of 3 images only
+    splits = SourceSplits(train=data, val=[], test=[], class_names=["a", "b", "c"])
+    folded = fold_splits(splits, folds=5, fold=0, seed=0)
+    assert len(folded.val) == 8 and folded.val.targets[:, 0].all()
+    rows[:3, 2] = 1  # label 2 on 3 images
+    with pytest.raises(ConfigValueError, match=r"the 3 image\(s\) of class 'c'.*accepted: 2\.\.3"):
+        fold_splits(splits, folds=5, fold=0, seed=0)
+
+
 # ---------------------------------------------------------------------- bad settings
 
 
@@ -185,17 +205,31 @@ def test_compare_groups_folds_and_counts_only_completed_ones(tmp_path, capsys):
         fold_record(tmp_path, 0.001, fold, accuracy)
     found = compare(tmp_path, make_plot=False)
     first, second = found["folds"]
-    assert (first["optimizer.lr"], first["folds"], first["data.folds"]) == (0.001, 2, 3)
-    assert first["val/accuracy_mean"] == pytest.approx(0.94)
-    assert first["val/accuracy_std"] == pytest.approx(statistics.stdev([0.95, 0.93]))
-    assert second["test/accuracy_mean"] == pytest.approx(0.73)
-    assert second["val/loss_std"] == pytest.approx(statistics.stdev([0.2, 0.01, 0.3]))
-    assert "k-fold: mean ± std" in capsys.readouterr().out
+    # every fold completed ranks first: lr=0.001's higher mean is over 2 of its 3 folds
+    assert (first["optimizer.lr"], first["folds"], first["data.folds"]) == (0.01, 3, 3)
+    assert (second["optimizer.lr"], second["folds"], second["rank"]) == (0.001, 2, 2)
+    assert second["val/accuracy_mean"] == pytest.approx(0.94)
+    assert second["val/accuracy_std"] == pytest.approx(statistics.stdev([0.95, 0.93]))
+    assert first["test/accuracy_mean"] == pytest.approx(0.73)
+    assert first["val/loss_std"] == pytest.approx(statistics.stdev([0.2, 0.01, 0.3]))
+    printed = capsys.readouterr().out
+    assert "k-fold: mean ± std" in printed
+    for name in ("val/loss", "test/accuracy", "3/3", "2/3"):  # every metric, folds done
+        assert name in printed
     assert len(found["rows"]) == 6  # the per-fold rows stay in compare.csv
     # best_config.yaml: the best configuration by its mean (not the best single fold,
-    # lr=0.01 fold 1: 0.99), to train once without folds
+    # lr=0.01 fold 1: 0.99, nor a mean over fewer folds), to train once without folds
     best = yaml.safe_load(found["files"]["best_config"].read_text())
-    assert best["optimizer"]["lr"] == 0.001 and best["data"] == {"folds": None, "fold": None}
+    assert best["optimizer"]["lr"] == 0.01 and best["data"] == {"folds": None, "fold": None}
+    # ranked by a loss: the lowest mean first
+    by_loss = compare(tmp_path, metric="val/loss", make_plot=False, show=False)
+    assert [r["optimizer.lr"] for r in by_loss["folds"]] == [0.01, 0.001]  # complete first
+    # the per-run rows too: the lowest loss (lr=0.01, fold 1: 0.01) ranks first
+    assert (by_loss["rows"][0]["optimizer.lr"], by_loss["rows"][0]["data.fold"]) == (0.01, 1)
+    for fold, accuracy in enumerate([0.9, 0.9, 0.9]):
+        fold_record(tmp_path, 0.1, fold, accuracy)
+    by_loss = compare(tmp_path, metric="val/loss", make_plot=False, show=False)["folds"]
+    assert [r["optimizer.lr"] for r in by_loss] == [0.1, 0.01, 0.001]  # loss 0.1 < 0.17
 
 
 def test_compare_of_runs_without_folds_writes_no_fold_table(tmp_path):

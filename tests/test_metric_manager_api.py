@@ -116,13 +116,23 @@ def test_module_behaviour_is_unchanged_by_the_collection_methods():
 
 
 def test_image_classifier_metric_properties():
-    """NEEDS the lead's 3 properties in autotimm/classifier.py (train_metrics, val_metrics,
-    test_metrics); fails with AttributeError until they are added."""
     model = build(metrics=_configs())
     assert model.train_metrics is model.metrics.get_train_metrics()
     assert model.val_metrics is model.metrics.get_val_metrics()
     assert list(model.test_metrics) == ["accuracy", "auroc"]
     assert len(build().val_metrics) == 0  # metrics=[]: a model without metrics
+
+
+def test_a_manager_given_to_the_model_is_the_one_it_updates():
+    manager = MetricManager(_configs(), num_classes=10)
+    model = build(metrics=manager)
+    assert model.metrics is manager and model.val_metrics is manager.get_val_metrics()
+    with pytest.raises(
+        ConfigValueError, match=r"metrics.num_classes=3: the MetricManager was built"
+    ):
+        build(metrics=MetricManager(_configs(), num_classes=3))
+    with pytest.raises(KeyError, match=r"no metric named 'nope'; accepted: \['accuracy', 'f1'"):
+        manager.config("nope")
 
 
 # ------------------------------------------------------------------ letter case and refusals

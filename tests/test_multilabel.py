@@ -148,7 +148,7 @@ def test_probabilities_are_sigmoids_and_labels_use_each_threshold():
         assert torch.allclose(probs, torch.sigmoid(logits))
         assert torch.allclose(model.predict_step((images, None), 0), probs)
         labels = model.predict_labels(images)
-    expected = (probs >= torch.tensor([0.5, 0.9, 0.1])).long()
+    expected = (probs > torch.tensor([0.5, 0.9, 0.1])).long()
     assert torch.equal(labels, expected)
     assert not hasattr(model, "val_confusion")  # no confusion figure for multi-label
 
@@ -160,6 +160,7 @@ def test_probabilities_are_sigmoids_and_labels_use_each_threshold():
         ({"label_threshold": [0.5, 0.5]}, "has 2 entries, the model has 3 labels"),
         ({"class_weights": [1.0, 2.0, 1.0]}, "multi-label training takes none"),
         ({"multi_label": 1}, "multi_label=1: must be true or false"),
+        ({"multi_label": False, "label_threshold": 0.7}, "is for multi-label models only"),
     ],
 )
 def test_bad_model_options_are_refused(extra, expected):
@@ -248,7 +249,8 @@ def _trained(multi_label: bool):
     from autotimm import ImageClassifier
     from autotimm.inference.checkpoint import TrainedModel
 
-    model = ImageClassifier("resnet18", 3, [], multi_label=multi_label, label_threshold=0.4)
+    threshold = {"label_threshold": 0.4} if multi_label else {}
+    model = ImageClassifier("resnet18", 3, [], multi_label=multi_label, **threshold)
     hparams = dict(model.hparams)
     return TrainedModel(model, ["a", "b", "c"], {}, Path("m.ckpt"), hparams)
 

@@ -127,7 +127,11 @@ def main(argv: list[str] | None = None) -> int:
         "the study's Optuna plots and the best run's config.",
     )
     parser.add_argument("folder", help="a sweep folder (outputs/sweeps/<name>) or any runs folder")
-    parser.add_argument("--metric", help="rank by this metric (default: each run's objective)")
+    parser.add_argument(
+        "--metric",
+        help="rank by this metric (default: each run's objective; direction: the objective's "
+        "mode, else min for losses, errors and model/ costs, max for scores)",
+    )
     parser.add_argument("--out", help="write compare.csv, the PNGs and best_config.yaml here")
     parser.add_argument(
         "--storage",

@@ -87,10 +87,15 @@ def fold_rows(runs: list[Run], metric: str | None = None) -> list[dict[str, Any]
     keys = _config_keys(folded)
     names = _metric_names(folded)
     table = [_row(group, keys, names, metric) for group in _groups(folded, keys)]
-    maximise = folded[0].mode == "max"
+    maximise = folded[0].mode_of(metric) == "max"
+    # configurations with every fold completed first: a mean over fewer folds is not
+    # comparable (one lucky fold would win)
     scored = sorted(
         (r for r in table if r["objective_mean"] is not None),
-        key=lambda r: -r["objective_mean"] if maximise else r["objective_mean"],
+        key=lambda r: (
+            r["folds"] < (r["data.folds"] or r["folds_run"]),
+            -r["objective_mean"] if maximise else r["objective_mean"],
+        ),
     )
     for position, row in enumerate(scored, start=1):
         row["rank"] = position
@@ -106,32 +111,62 @@ def fold_cell(row: dict[str, Any], name: str) -> str:
 
 
 def print_fold_table(table: list[dict[str, Any]], keys: list[str]) -> None:
-    """The k-fold table: one row per configuration, mean ± std over its folds."""
+    """The k-fold table, mean ± std over the folds of every metric: one column per
+    configuration (one row per metric); with many configurations, one row per
+    configuration and the main metrics (every metric is in compare_folds.csv)."""
     from rich.console import Console
     from rich.table import Table
 
     objective = next((r["objective_name"] for r in table if r["objective_name"]), "objective")
-    metrics = [
-        n
-        for n in ("val/loss", objective.replace("val/", "test/", 1), "test/loss")
-        if n != objective and any(r.get(f"{n}_mean") is not None for r in table)
-    ]
+    names = [n[: -len("_mean")] for n in table[0] if n.endswith("_mean")]
+    names = [n for n in names if n != objective and n != "objective"]
     grid = Table(title="k-fold: mean ± std over the folds", title_justify="left")
-    for name in ("#", *map(short_key, keys), "folds", objective, *metrics):
-        grid.add_column(name, justify="right", style="bold" if name == objective else None)
-    for row in table:
-        done = f"{row['folds']}/{row['data.folds'] or row['folds_run']}"
-        grid.add_row(
-            "-" if row["rank"] is None else str(row["rank"]),
-            *(fmt(row.get(k)) for k in keys),
-            done,
-            fold_cell(row, "objective"),
-            *(fold_cell(row, n) for n in metrics),
-        )
+    if len(table) <= MAX_COLUMNS:
+        _by_metric(grid, table, keys, objective, names)
+    else:
+        main = ("val/loss", objective.replace("val/", "test/", 1), "test/loss")
+        _by_configuration(grid, table, keys, objective, [n for n in main if n in names])
     console = Console()
     if not console.is_terminal:
         console = Console(width=200)  # logs and CI: no squeezed columns
     console.print(grid)
+
+
+MAX_COLUMNS = 6  # configurations shown side by side, one column each
+
+
+def _done(row: dict[str, Any]) -> str:
+    return f"{row['folds']}/{row['data.folds'] or row['folds_run']}"
+
+
+def _by_metric(grid: Any, table: list[dict], keys: list[str], objective: str, names: list[str]):
+    """Rows: the configuration's values, folds done, the objective, every other metric."""
+    grid.add_column("", style="bold")
+    for row in table:
+        grid.add_column("#" + ("-" if row["rank"] is None else str(row["rank"])), justify="right")
+    for key in keys:
+        grid.add_row(short_key(key), *(fmt(row.get(key)) for row in table))
+    grid.add_row("folds", *(_done(row) for row in table))
+    grid.add_row(objective, *(fold_cell(row, "objective") for row in table), style="bold")
+    for name in names:
+        if any(row.get(f"{name}_mean") is not None for row in table):
+            grid.add_row(name, *(fold_cell(row, name) for row in table))
+
+
+def _by_configuration(
+    grid: Any, table: list[dict], keys: list[str], objective: str, names: list[str]
+) -> None:
+    """Rows: one per configuration; columns: its values, folds done, the main metrics."""
+    for name in ("#", *map(short_key, keys), "folds", objective, *names):
+        grid.add_column(name, justify="right", style="bold" if name == objective else None)
+    for row in table:
+        grid.add_row(
+            "-" if row["rank"] is None else str(row["rank"]),
+            *(fmt(row.get(k)) for k in keys),
+            _done(row),
+            fold_cell(row, "objective"),
+            *(fold_cell(row, n) for n in names),
+        )
 
 
 def best_fold_group(runs: list[Run], table: list[dict[str, Any]]) -> list[Run]:

@@ -25,6 +25,6 @@ def rank(runs: list[Run], metric: str | None = None) -> list[Run]:
         if where == OTHER:
             return (where, 0.0)
         value = run.metric(metric or run.objective_name) or 0.0
-        return (where, -value if run.mode == "max" else value)
+        return (where, -value if run.mode_of(metric) == "max" else value)
 
     return sorted(runs, key=key)

@@ -47,6 +47,17 @@ class Run:
     def mode(self) -> str:
         return (self.record.objective.mode if self.record else None) or "max"
 
+    def mode_of(self, metric: str | None) -> str:
+        """The direction of `metric`: the objective's mode when it is an objective of the run,
+        else `min` for losses, errors and `model/` costs and `max` for the rest (scores)."""
+        if metric is None or metric in (self.objective_name, "objective"):
+            return self.mode
+        for objective in self.record.objectives if self.record else []:
+            if objective.name == metric and objective.mode:
+                return objective.mode
+        last = metric.rsplit("/", 1)[-1]
+        return "min" if last.endswith(("loss", "error")) or metric.startswith("model/") else "max"
+
     @property
     def trial(self) -> str:
         sweep = self.record.sweep if self.record else None

@@ -66,18 +66,25 @@ def _smallest_class(labels: np.ndarray, class_names: Sequence[str]) -> tuple[str
 
 
 def fold_numbers(
-    labels: Sequence[int] | np.ndarray, folds: int, seed: int, class_names: Sequence[str] = ()
+    labels: Sequence[int] | np.ndarray,
+    folds: int,
+    seed: int,
+    class_names: Sequence[str] = (),
+    multi_hot: np.ndarray | None = None,
 ) -> np.ndarray:
     """The fold (0..folds-1) of every item: stratified, seeded, sizes within one item.
 
     As scikit-learn's StratifiedKFold: items sorted by class (each class in seeded random
     order) are dealt to the folds in turn, so every class is spread over the folds as
-    evenly as its count allows. Multi-hot rows are dealt by label pattern.
+    evenly as its count allows. Multi-hot rows are dealt by label pattern. ``multi_hot``
+    (multi-label data whose ``labels`` are strata): the check that every fold can hold each
+    label counts each label's positive images, not the strata.
     """
     labels = np.asarray(labels)
     if len(labels) == 0:
         raise ConfigValueError("data.folds", folds, "the pool (train + val) has no images")
-    name, count = _smallest_class(labels, class_names) or ("", folds)
+    counted = labels if multi_hot is None else np.asarray(multi_hot)
+    name, count = _smallest_class(counted, class_names) or ("", folds)
     if count < folds:
         raise ConfigValueError(
             "data.folds",
@@ -136,7 +143,9 @@ def fold_splits(
     pool = pool_of(splits.train, splits.val)
     if limit is not None:  # a seeded stratified sample of the pool, before it is folded
         pool = SubsetDataset(pool, limit_indices(targets_of(pool), limit, seed))
-    numbers = fold_numbers(targets_of(pool), folds, seed, splits.class_names)
+    targets = np.asarray(pool.targets)  # type: ignore[attr-defined]
+    multi_hot = targets if targets.ndim == 2 else None  # multi-label: label positives count
+    numbers = fold_numbers(targets_of(pool), folds, seed, splits.class_names, multi_hot)
     splits.train = SubsetDataset(pool, np.flatnonzero(numbers != fold))
     splits.val = SubsetDataset(pool, np.flatnonzero(numbers == fold))
     log.info(

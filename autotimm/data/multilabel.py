@@ -61,7 +61,10 @@ def check_multi_label_options(
         or len(set(label_columns)) != len(label_columns)
     ):
         raise ConfigValueError(
-            "data.label_columns", label_columns, "must be a list of distinct column names"
+            "data.label_columns",
+            label_columns,
+            "must be a list of distinct column names (strings: quote names that look like "
+            """numbers, 'data.label_columns=["0","1"]')""",
         )
     for key, value, instead in (
         ("data.class_weights", class_weights, "per-label weights are not supported"),
