@@ -2,8 +2,10 @@
 
 MODEL is a checkpoint, a run directory or a sweep directory (as for autotimm.predict).
 Every format carries the class names and the preprocessing, and is checked after writing:
-the written file runs on a batch and its logits are compared with PyTorch's (max absolute
+the written file runs on a batch and its outputs are compared with PyTorch's (max absolute
 difference, top-1 agreement); the command fails when they disagree beyond `--atol`.
+The exported model returns logits, or with `--outputs probabilities` class probabilities
+(softmax; for multi-label models each label's sigmoid probability).
 
 - onnx: `model.onnx`, batch axis free, metadata_props (input_size, mean, std, class_names,
   ...), checked with onnxruntime.
@@ -34,6 +36,7 @@ DEFAULT_OUT = {
     "timm": "timm_model",
 }
 FORMATS = tuple(DEFAULT_OUT)
+OUTPUTS = ("logits", "probabilities")
 
 
 def _exporter(fmt: str) -> Callable[[TrainedModel, Path, float], ParityReport]:
@@ -55,15 +58,28 @@ def _exporter(fmt: str) -> Callable[[TrainedModel, Path, float], ParityReport]:
 
 
 def export(
-    model: str | Path, fmt: str, out: str | Path | None = None, atol: float = DEFAULT_ATOL
+    model: str | Path,
+    fmt: str,
+    out: str | Path | None = None,
+    atol: float = DEFAULT_ATOL,
+    outputs: str = "logits",
 ) -> tuple[Path, ParityReport]:
     """Export MODEL in `fmt` to `out` (default: next to the checkpoint's run, see
-    DEFAULT_OUT); returns the path and the parity report (ParityError when it fails)."""
+    DEFAULT_OUT); returns the path and the parity report (ParityError when it fails).
+    `outputs="probabilities"` exports softmax (multi-label: per-label sigmoid) outputs."""
     from autotimm.inference.checkpoint import load_trained
 
     if fmt not in FORMATS:
         raise UserError(f"--format {fmt!r} is not one of {list(FORMATS)}")
+    if outputs not in OUTPUTS:
+        raise UserError(f"--outputs {outputs!r} is not one of {list(OUTPUTS)}")
+    if fmt == "timm" and outputs != "logits":
+        raise UserError(
+            f"--outputs {outputs} with --format timm: timm's own layout is a plain classifier "
+            "(logits); accepted: --outputs logits, or --format onnx|torchscript|torch_export"
+        )
     trained = load_trained(model, "cpu")
+    trained.outputs = outputs
     target = Path(out) if out is not None else _default_out(trained, fmt)
     report = _exporter(fmt)(trained, target, atol)
     return target, report
@@ -87,7 +103,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("model", metavar="MODEL", help="checkpoint, run directory or sweep directory")
     p.add_argument("--format", dest="fmt", required=True, choices=FORMATS)
     p.add_argument("--out", default=None, help="file (folder for timm); default <run>/export/")
-    p.add_argument("--atol", type=float, default=DEFAULT_ATOL, help="max |logit difference|")
+    p.add_argument("--atol", type=float, default=DEFAULT_ATOL, help="max |output difference|")
+    p.add_argument(
+        "--outputs",
+        default="logits",
+        choices=OUTPUTS,
+        help="what the exported model returns: logits (default) or probabilities (softmax; "
+        "a sigmoid per label for multi-label models); not for --format timm",
+    )
     return p
 
 
@@ -97,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = parser().parse_args(argv)
     with reported() as ok:
-        path, report = export(args.model, args.fmt, args.out, args.atol)
+        path, report = export(args.model, args.fmt, args.out, args.atol, args.outputs)
         print(f"wrote {path}")
         print(report.line())
     return 0 if ok else 1

@@ -190,3 +190,24 @@ def test_inference_benchmark_tiny_times_every_engine(monkeypatch, tmp_path):
     for engine in ("eager", "torchscript", "torch_export", "onnxruntime"):
         assert result[engine]["latency_ms"] > 0 and result[engine]["img_s"] > 0
     assert json.loads((tmp_path / "results.jsonl").read_text()) == result
+
+
+def test_outputs_probabilities_exports_softmax_and_bad_values_are_refused(run, tmp_path, capsys):
+    from autotimm.inference.checkpoint import load_trained
+    from autotimm.inference.torch_formats import read_metadata
+
+    out = tmp_path / "probs.pt2"
+    argv = [str(run.run_dir), "--format", "torch_export", "--out", str(out)]
+    assert main([*argv, "--outputs", "probabilities"]) == 0
+    trained = load_trained(run.run_dir)
+    images = _real_batch(run, trained, 2)
+    probs = torch.export.load(str(out)).module()(images)
+    assert torch.allclose(probs, trained.model.predict_proba(images), atol=1e-5)
+    assert (
+        torch.allclose(probs.sum(-1), torch.ones(2))
+        and "softmax applied" in (read_metadata(out)["output"])
+    )
+    with pytest.raises(SystemExit):  # argparse: the choices are listed
+        main([*argv, "--outputs", "scores"])
+    err = capsys.readouterr().err
+    assert "invalid choice: 'scores'" in err and "logits" in err and "probabilities" in err

@@ -72,6 +72,18 @@ def test_trains_records_labels_and_predicts_per_label(run_app, tmp_path, capsys)
     batch = torch.randn(2, *trained.data_config["input_size"])
     with torch.no_grad():
         assert torch.allclose(scripted(batch).sigmoid(), trained.model.predict_proba(batch))
+    # --outputs probabilities: the exported model gives the per-label probabilities itself
+    from autotimm.export import export
+    from autotimm.user_errors import UserError
+
+    path, report = export(run.run_dir, "torchscript", tmp_path / "p.pt", outputs="probabilities")
+    assert report.passed and read_metadata(path)["outputs"] == "probabilities"
+    with torch.no_grad():
+        assert torch.allclose(
+            torch.jit.load(str(path))(batch), trained.model.predict_proba(batch), atol=1e-5
+        )
+    with pytest.raises(UserError, match="--outputs probabilities with --format timm"):
+        export(run.run_dir, "timm", tmp_path / "t", outputs="probabilities")
     # timm's own folder: timm loads it as usual, config.json says how to read the logits
     from autotimm.inference.timm_format import export_timm
 

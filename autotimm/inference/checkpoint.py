@@ -40,6 +40,8 @@ class TrainedModel:
     checkpoint: Path
     hparams: dict[str, Any]  # the ImageClassifier's saved constructor arguments
     data_hparams: dict[str, Any] = field(default_factory=dict)  # the ImageDataModule's
+    # what network() outputs: "logits", or "probabilities" (softmax; sigmoid per label)
+    outputs: str = "logits"
 
     @property
     def backbone_name(self) -> str:
@@ -59,8 +61,12 @@ class TrainedModel:
         return self.hparams.get("label_threshold", 0.5)
 
     def network(self) -> nn.Module:
-        """Backbone and head as one plain module (what the exporters trace)."""
-        return nn.Sequential(self.model.backbone, self.model.head).eval()
+        """Backbone and head as one plain module (what the exporters trace); with
+        `outputs="probabilities"`, a softmax (multi-label: a sigmoid per label) after it."""
+        layers = [self.model.backbone, self.model.head]
+        if self.outputs == "probabilities":
+            layers.append(nn.Sigmoid() if self.multi_label else nn.Softmax(dim=-1))
+        return nn.Sequential(*layers).eval()
 
 
 def resolve_checkpoint(model: str | Path) -> Path:

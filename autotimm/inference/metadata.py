@@ -31,17 +31,26 @@ def export_metadata(trained: TrainedModel) -> dict[str, Any]:
 
 
 def output_description(trained: TrainedModel) -> dict[str, Any]:
-    """What the exported network outputs (logits, as the PyTorch model) and how to read it."""
+    """What the exported network outputs (logits as the PyTorch model, or probabilities with
+    `--outputs probabilities`) and how to read it."""
+    probabilities = trained.outputs == "probabilities"
     if not trained.multi_label:
         return {
             "multi_label": False,
-            "output": "logits (N, num_classes); softmax gives class probabilities",
+            "outputs": trained.outputs,
+            "output": "class probabilities (N, num_classes), softmax applied"
+            if probabilities
+            else "logits (N, num_classes); softmax gives class probabilities",
         }
+    read = (
+        "each label's probability (sigmoid applied)"
+        if probabilities
+        else ("one logit per label; sigmoid gives each label's probability")
+    )
     return {
         "multi_label": True,
+        "outputs": trained.outputs,
         "label_threshold": trained.label_threshold,
-        "output": (
-            "logits (N, num_classes), one per label; sigmoid gives each label's probability, "
-            "a label is predicted when its probability is above label_threshold"
-        ),
+        "output": f"(N, num_classes): {read}, a label is predicted when its probability is "
+        "above label_threshold",
     }
