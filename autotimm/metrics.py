@@ -54,9 +54,11 @@ class MetricConfig:
     `{stage}/{name}` when `log_on_epoch=False`).
     """
 
+    # AutoTimm's positional order (name, backend, metric_class, params, stages); metric_class
+    # has a default only so backend can keep its own: an empty one is refused
     name: str
-    metric_class: str
     backend: Literal["torchmetrics", "custom"] = "torchmetrics"
+    metric_class: str = ""
     params: dict[str, Any] = field(default_factory=dict)
     stages: list[str] = field(default_factory=lambda: list(STAGES))
     prog_bar: bool = False

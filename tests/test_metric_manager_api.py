@@ -138,6 +138,16 @@ def test_a_manager_given_to_the_model_is_the_one_it_updates():
 # ------------------------------------------------------------------ letter case and refusals
 
 
+def test_positional_arguments_follow_autotimms_order():
+    config = MetricConfig("f1", "TorchMetrics", "F1Score", {"average": "macro"}, ["Val"])
+    assert (config.backend, config.metric_class, config.stages) == (
+        "torchmetrics",
+        "F1Score",
+        ["val"],
+    )
+    assert config.params == {"average": "macro"}
+
+
 def test_backend_and_stages_take_any_letter_case():
     config = MetricConfig(
         name="acc", metric_class="Accuracy", backend="TorchMetrics", stages=["Train", "VAL"]
