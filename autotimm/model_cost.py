@@ -55,7 +55,7 @@ def measure_cost(
     throughput_batch: int | None = None,
     autocast: torch.dtype | None = None,
     channels_last: bool | None = None,
-    budget_s: float = 0.5,
+    budget_s: float = 0.25,
 ) -> ModelCost:
     """Measure `model` on `device` for (C, H, W) images and leave it as it was.
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
+from collections.abc import Callable
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -20,13 +22,44 @@ def build_loggers(cfg: DictConfig) -> list[Any]:
     The model saves its hparams with `logger=False`: Lightning's copy uses the model's
     short argument names (optimizer: adamw) that would overwrite the config's groups.
     """
+    return start_loggers(cfg)()
+
+
+def start_loggers(cfg: DictConfig) -> Callable[..., list[Any]]:
+    """`build_loggers` whose runs start in a thread while the caller loads data and model.
+
+    W&B's offline start (its import, service process and run: about 1.5 s on 2 cores) is
+    mostly waiting, so it overlaps that work. The loggers are made and the config resolved
+    here, in the caller's thread; the thread only hands each logger the config (W&B's and
+    TensorBoard's runs start on that first use). The returned function waits and gives the
+    loggers, raising the thread's error; `quiet=True` (the run failed already) logs the
+    error instead, so the loggers made can still be finished.
+    """
     loggers = instantiate_each(cfg.get("logger"))
     if any(type(logger).__name__ == "WandbLogger" for logger in loggers):
         skip_unstaged_launch_inputs()
     config = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
-    for logger in loggers:
-        logger.log_hyperparams(config)
-    return loggers
+    errors: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            for logger in loggers:
+                logger.log_hyperparams(config)
+        except BaseException as exc:  # raised in the caller's thread by `ready`
+            errors.append(exc)
+
+    thread = threading.Thread(target=start, name="autotimm-loggers", daemon=True)
+    thread.start()
+
+    def ready(quiet: bool = False) -> list[Any]:
+        thread.join()
+        if errors and not quiet:
+            raise errors[0]
+        if errors:
+            log.warning("loggers did not start: %s: %s", type(errors[0]).__name__, errors[0])
+        return loggers
+
+    return ready
 
 
 def skip_unstaged_launch_inputs() -> None:

@@ -325,6 +325,25 @@ def test_confusion_matrix_goes_to_every_image_logger(tmp_path, monkeypatch):
     assert len(media) == 2, sorted(p.name for p in run_dir.rglob("*"))
 
 
+def test_confusion_figure_is_redrawn_like_a_new_one_for_each_matrix():
+    """The figure of a class list is kept between validations: each matrix must still give
+    the image a fresh figure gives (nothing left from the previous counts or colours)."""
+    from autotimm import confusion
+
+    names = [f"c{i}" for i in range(4)]
+    first = torch.tensor([[9, 0, 0, 1], [0, 5, 5, 0], [2, 0, 7, 1], [0, 0, 0, 10]])
+    second = torch.tensor([[0, 3, 0, 0], [1, 1, 1, 1], [0, 0, 0, 0], [8, 0, 0, 2]])
+    confusion._FIGURES.clear()
+    image_first = confusion.render_confusion_matrix(first, names)
+    kept = confusion.render_confusion_matrix(second, names)
+    confusion._FIGURES.clear()
+    fresh = confusion.render_confusion_matrix(second, names)
+    assert kept.shape == fresh.shape and kept.dtype == np.uint8
+    assert np.array_equal(kept, fresh)
+    assert not np.array_equal(image_first, fresh)  # the counts do change the picture
+    assert len(confusion._FIGURES) == 1
+
+
 # ---------------------------------------------------------------- logging cadence (cost)
 
 

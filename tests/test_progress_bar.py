@@ -45,3 +45,9 @@ def test_metrics_are_read_every_n_training_steps(monkeypatch, tmp_path):
 def test_metrics_every_n_steps_must_be_positive():
     with pytest.raises(ValueError, match="metrics_every_n_steps"):
         RichProgressBar(metrics_every_n_steps=0)
+
+
+def test_the_bar_redraws_ten_times_a_second_unless_told_otherwise():
+    # Lightning's default (100 a second) redraws after nearly every short step: ~1 ms each
+    assert RichProgressBar().refresh_rate == 10
+    assert RichProgressBar(refresh_rate=4).refresh_rate == 4

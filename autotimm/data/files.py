@@ -75,6 +75,17 @@ def _problem(path: Path, verify: bool) -> str | None:
     return None
 
 
+def _problems(paths: Sequence[Path], verify: bool, workers: int = 8) -> list[str | None]:
+    """`_problem` of every path, in order. Threads for cold disks (PIL releases the GIL while
+    reading); each takes a run of paths, as one future per file cost more than the check of
+    a small cached file (0.5 s against 0.2 s for 6,000 PNGs)."""
+    size = max(1, -(-len(paths) // (4 * workers)))
+    runs = [paths[i : i + size] for i in range(0, len(paths), size)]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        done = pool.map(lambda run: [_problem(p, verify) for p in run], runs)
+        return [why for run in done for why in run]
+
+
 def check_images(
     paths: Sequence[Path], labels: Sequence[int], *, verify: bool, skip_corrupt: bool
 ) -> tuple[list[Path], list[int]]:
@@ -83,9 +94,7 @@ def check_images(
     Raises CorruptImageError naming the bad files unless ``skip_corrupt``; then the bad
     files are left out with a warning that gives their count.
     """
-    # threads: the check is file I/O bound, and PIL releases the GIL while reading
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        problems = list(pool.map(lambda p: _problem(p, verify), paths))
+    problems = _problems(paths, verify)
     bad = [(p, why) for p, why in zip(paths, problems, strict=True) if why is not None]
     if not bad:
         return list(paths), list(labels)
