@@ -66,3 +66,21 @@ def directions(mode: Any) -> Any:
     """Optuna's direction(s) for `optimized_mode`: "maximize", or a list for several."""
     found = [f"{m}imize" for m in _as_list(mode)]
     return found[0] if len(found) == 1 else found
+
+
+def check_logged(metric: Any, mode: Any, model: Any) -> None:
+    """Refuse, before training, a `val/...` or `test/...` objective the model never logs
+    (else Lightning's checkpointing fails after the first epoch, or the sweep gets nothing)."""
+    from autotimm.user_errors import UserError
+
+    for spec in objective_specs(metric, mode):
+        stage, _, name = spec.name.partition("/")
+        if stage not in ("val", "test"):
+            continue  # model/..., wall_time_s, ...: from the run record, checked at its end
+        logged = ["loss", *model.metrics.get(stage)]
+        if name not in logged:
+            raise UserError(
+                f"optimized_metric={spec.name!r}: the model logs no such {stage} metric "
+                f"(left out or not configured for {stage}); accepted: "
+                f"{[f'{stage}/{n}' for n in logged]}, or model/..., wall_time_s, epochs"
+            )

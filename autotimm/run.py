@@ -24,6 +24,7 @@ def train(cfg: DictConfig) -> float | list[float]:
     from autotimm import compose, outcome
     from autotimm.callbacks import ValidationHistory
     from autotimm.config_nodes import validate_groups
+    from autotimm.objectives import check_logged
     from autotimm.pruning import pruning_callback
     from autotimm.run_loggers import finish_loggers, start_loggers
 
@@ -42,6 +43,7 @@ def train(cfg: DictConfig) -> float | list[float]:
     try:
         datamodule = instantiate(cfg.data)
         model = compose.build_model(cfg, datamodule)
+        check_logged(cfg.optimized_metric, cfg.get("optimized_mode", "max"), model)
         history, pruning = ValidationHistory(), pruning_callback(cfg)  # pruning: sweeps only
         callbacks = compose.build_callbacks(cfg, history, *filter(None, [pruning]))
         _sync_batchnorm_on_cuda_only(cfg)

@@ -104,6 +104,8 @@ def test_trains_records_labels_and_predicts_per_label(run_app, tmp_path, capsys)
         (["data.sampler=balanced"], "data.sampler='balanced': does not work with data.multi"),
         (["model.label_threshold=2"], "label_threshold=2: must be a probability in (0, 1)"),
         (["model.label_threshold=[0.5,0.5]"], "has 2 entries, the model has 13 labels"),
+        # top-k means nothing multi-label (left out): refused before training, not after
+        (["optimized_metric=val/top5"], "optimized_metric='val/top5': the model logs no such"),
     ],
 )
 def test_bad_combinations_give_one_short_message(run_app, tmp_path, overrides, expected):
