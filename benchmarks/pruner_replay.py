@@ -14,9 +14,9 @@ pruner would have saved (`epochs_ratio`) and what it would have cost (`objective
 of the replayed sweep's completed trials against the unpruned best) before you spend GPU
 time on it. Exact for sequential trials (a pruned trial's curve up to its pruning is the
 unpruned one when runs are seeded); with `--parallel` > 1 the order of reports is an
-approximation of the real interleaving. Hyperband's brackets come from Python's salted
-`hash()` of the trial (Optuna 2.10), so its numbers vary between runs unless
-PYTHONHASHSEED is set. The last line is a JSON object.
+approximation of the real interleaving. Hyperband's brackets are the same in every run
+(autotimm's HyperbandPruner: a CRC-32 of the trial, not Python's salted `hash()`), and
+the same as in the sweep. The last line is a JSON object.
 """
 
 from __future__ import annotations

@@ -6,9 +6,12 @@
     python benchmarks/sweep_efficiency.py --tiny           # seconds-scale check (tests)
 
 Runs `python train.py -m` twice on Fashion-MNIST (Debian's dataset-fashion-mnist, a
-seeded subset) with the same sampler seed and search space (lr, log-uniform over four
-decades, where many values are hopeless): once with `hydra/sweeper/pruner=none`, once
-with the chosen pruner (successive halving: the best third goes on after epochs 2 and 4).
+seeded subset: 2,000 training and 1,000 validation images) with the same sampler seed and
+search space (lr, log-uniform over four decades, where many values are hopeless, plus the
+quick sweep's mixup alpha and label smoothing): once with `hydra/sweeper/pruner=none`,
+once with the chosen pruner (successive halving: the best third goes on after epochs 2
+and 4). 2,000 images make 31 steps an epoch: with 1,000 (15 steps) the early epochs of
+high learning rates did not predict their end and pruning lost the best trial.
 Both use one study name, so trial n draws the same values in both; with the default
 random sampler the two sweeps train the very same learning rates. Reads every trial's
 run record and prints, per sweep, the best objective, the epochs trained in total and
@@ -20,6 +23,7 @@ pruning / without). Target: gap <= 0.01, ratio <= 0.5.
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
@@ -44,10 +48,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--trials", type=int, default=16)
     p.add_argument("--epochs", type=int, default=8, help="max epochs per trial")
-    p.add_argument("--limit", type=int, default=1000, help="images per split (seeded sample)")
+    p.add_argument("--limit", type=int, default=2000, help="images per split (seeded sample)")
     p.add_argument("--model", default="resnet10t", help="timm model name")
     p.add_argument("--image-size", type=int, default=28)
     p.add_argument("--seed", type=int, default=7, help="the sampler's seed (both sweeps)")
+    p.add_argument(
+        "--lr",
+        default="1e-5,1e-1",
+        metavar="LOW,HIGH",
+        help="the log-uniform range of optimizer.lr (1e-4,3e-2: the quick sweep's)",
+    )
+    p.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.0166667,
+        help="data.val_fraction: the default holds out 1,000 of Fashion-MNIST's 60,000 "
+        "training images for validation (--limit caps it too)",
+    )
+    p.add_argument(
+        "--unpruned-only",
+        action="store_true",
+        help="run only the pruner=none sweep (then replay it: benchmarks/pruner_replay.py)",
+    )
     p.add_argument(
         "--sampler",
         default="random",
@@ -59,9 +81,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--warmup-epochs",
         type=int,
         default=0,
-        help="linear lr warm-up before the cosine decay (as timm's recipes); measured: it "
-        "does not make early epochs rank trials as their end does here (lr 2e-2 read "
-        "0.16-0.22 at epochs 2-3, 0.75 at the end)",
+        help="linear lr warm-up before the cosine decay (as timm's recipes); measured on "
+        "1,000-image subsets: it does not make early epochs rank trials as their end does "
+        "(lr 2e-2 read 0.16-0.22 at epochs 2-3, 0.75 at the end)",
     )
     p.add_argument(
         "--override",
@@ -76,12 +98,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.tiny:
         args.trials, args.epochs, args.limit, args.model = 3, 3, 64, "test_resnet"
-        args.image_size = 16
+        args.image_size, args.val_fraction = 16, None  # digits: its own split
     return args
 
 
 def sweep_command(args: argparse.Namespace, name: str, pruner: str, out: Path) -> list[str]:
     data = ["data=fashion_mnist"] if FASHION.is_dir() and not args.tiny else ["data=digits"]
+    if args.val_fraction is not None:
+        data.append(f"data.val_fraction={args.val_fraction}")
+    low, high = args.lr.split(",")
     return [
         sys.executable,
         str(ROOT / "train.py"),
@@ -93,7 +118,7 @@ def sweep_command(args: argparse.Namespace, name: str, pruner: str, out: Path) -
         f"hydra.sweeper.n_trials={args.trials}",
         f"hydra/sweeper/sampler={args.sampler}",
         f"hydra.sweeper.sampler.seed={args.seed}",
-        "hydra.sweeper.params={optimizer.lr: 'tag(log, interval(1e-5, 1e-1))'}",
+        f"hydra.sweeper.params={{optimizer.lr: 'tag(log, interval({low}, {high}))'}}",
         *data,
         f"data.limit={args.limit}",
         f"data.image_size={args.image_size}",
@@ -145,6 +170,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.pruner == "none":
         raise SystemExit("--pruner none: nothing to compare; choose a pruner")
     plain = run_sweep(args, "none", work)
+    if args.unpruned_only:
+        print(f"replay it: python benchmarks/pruner_replay.py {work / 'none/sweeps/efficiency'}")
+        only = {"benchmark": "sweep_efficiency", **settings(args), "without": plain}
+        emit(only, args.out)
+        return only
     pruned = run_sweep(args, args.pruner, work)
     for row in (plain, pruned):
         print(
@@ -157,19 +187,34 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         gap = round(sign * (plain["best"] - pruned["best"]), 4)
     result = {
         "benchmark": "sweep_efficiency",
-        "pruner": args.pruner,
-        "model": args.model,
-        "trials": args.trials,
-        "max_epochs": args.epochs,
-        "limit": args.limit,
+        **settings(args),
         "objective_gap": gap,
         "epochs_ratio": round(pruned["epochs"] / max(1, plain["epochs"]), 3),
         "without": plain,
         "with": pruned,
-        "date": time.strftime("%Y-%m-%d"),
     }
     emit(result, args.out)
     return result
+
+
+def settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The set-up a JSON line was measured with."""
+    return {
+        "pruner": args.pruner,
+        "pruner_args": args.pruner_arg,
+        "model": args.model,
+        "trials": args.trials,
+        "max_epochs": args.epochs,
+        "limit": args.limit,
+        "val_fraction": args.val_fraction,
+        "lr": args.lr,
+        "seed": args.seed,
+        "sampler": args.sampler,
+        "overrides": args.override,
+        # torch's threads per trial (OMP_NUM_THREADS=1 is faster on a loaded machine)
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "date": time.strftime("%Y-%m-%d"),
+    }
 
 
 if __name__ == "__main__":

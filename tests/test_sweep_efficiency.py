@@ -36,6 +36,9 @@ def test_sweep_efficiency_tiny_ends_with_its_json_line(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["benchmark"] == "sweep_efficiency" and result["pruner"] == "threshold"
+    # the set-up is in the line: digits keep their own validation split in tiny mode
+    assert result["lr"] == "1e-5,1e-1" and result["val_fraction"] is None
+    assert result["pruner_args"] == ["lower=0.99"] and result["seed"] == 7
     for side in ("without", "with"):
         assert result[side]["trials"] == 3 and result[side]["epochs"] > 0
     assert result["without"]["pruned"] == 0

@@ -14,6 +14,7 @@ import pytest
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from autotimm.sweep.pruners import HyperbandPruner
 from autotimm.sweep.sampling import (
     ATTR_ENQUEUED,
     build_sampler,
@@ -183,7 +184,7 @@ PRUNERS = {
     "median": optuna.pruners.MedianPruner,
     "percentile": optuna.pruners.PercentilePruner,
     "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
-    "hyperband": optuna.pruners.HyperbandPruner,
+    "hyperband": HyperbandPruner,  # Optuna's, with a bracket every process agrees on
     "threshold": optuna.pruners.ThresholdPruner,
     "patient": optuna.pruners.PatientPruner,
 }
