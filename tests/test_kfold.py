@@ -242,6 +242,7 @@ def test_compare_of_runs_without_folds_writes_no_fold_table(tmp_path):
 # ------------------------------------------------------------------ the real multirun
 
 
+@pytest.mark.slow  # a real 3-run multirun (~10 s unloaded): the default suite stays under 6 min
 def test_kfold_multirun_trains_every_fold_and_compare_averages_them(tmp_path):
     """`python train.py -m +sweeps=kfold data.folds=3` on digits, then compare (about 15 s)."""
     overrides = [
