@@ -95,8 +95,15 @@ def build_callbacks(cfg: DictConfig, *always: Any) -> list[Any]:
     """The callbacks group, plus the ones every run has (NaN guard, `always`)."""
     from autotimm.callbacks import NonFiniteLossGuard
 
+    callbacks = instantiate_each(cfg.get("callbacks"))
+    if not cfg.get("trainer", {}).get("enable_progress_bar", True):
+        # trainer.enable_progress_bar=false switches the bar off; Lightning refuses a bar
+        # callback with it, so the callbacks group's bar is left out
+        from lightning.pytorch.callbacks import ProgressBar
+
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     # NaN/inf loss: the run (or sweep trial) fails early instead of training on garbage
-    return [*instantiate_each(cfg.get("callbacks")), *always, NonFiniteLossGuard()]
+    return [*callbacks, *always, NonFiniteLossGuard()]
 
 
 def build_trainer(cfg: DictConfig, callbacks: list[Any], loggers: list[Any]) -> Any:

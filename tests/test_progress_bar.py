@@ -51,3 +51,15 @@ def test_the_bar_redraws_ten_times_a_second_unless_told_otherwise():
     # Lightning's default (100 a second) redraws after nearly every short step: ~1 ms each
     assert RichProgressBar().refresh_rate == 10
     assert RichProgressBar(refresh_rate=4).refresh_rate == 4
+
+
+def test_enable_progress_bar_false_leaves_the_default_bar_out(run_app):
+    """The default callbacks hold a RichProgressBar; Lightning refuses one when the bar is off."""
+    from tests.conftest import FAST
+
+    run = run_app(
+        *FAST, "callbacks=default", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
+        "trainer.limit_val_batches=1", "test=false", "measure_cost=false",
+    )  # fmt: skip
+    assert run.code == 0, run.output[-2000:]
+    assert run.results()["status"] == "completed"
