@@ -1,14 +1,17 @@
 """Lightning callbacks autotimm adds to every run: throughput, validation history, a
-sync-free progress bar and the NaN/inf training-loss guard."""
+sync-free progress bar, the NaN/inf training-loss guard and last.ckpt without a second
+write of the same state."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Mapping
 from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.callbacks import RichProgressBar as _RichProgressBar
 
 
@@ -173,3 +176,48 @@ class NonFiniteLossGuard(L.Callback):
             f"by step {trainer.global_step}, learning rate {', '.join(f'{lr:.3g}' for lr in lrs)})"
             "; try a lower learning rate or gradient clipping (trainer.gradient_clip_val)"
         )
+
+
+class LastCheckpoint(ModelCheckpoint):
+    """`ModelCheckpoint` for last.ckpt (the latest state, written every validation) that
+    hard-links the file another checkpoint callback wrote at the same step (the best one,
+    on every epoch that improves) instead of writing the same state a second time, as
+    timm's CheckpointSaver does. A real write first removes the old file, so it never
+    writes into a file that is still linked to a best checkpoint. Where links fail
+    (another file system, object storage) it writes as ModelCheckpoint does."""
+
+    def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
+        same_state = self._written_at_this_step(trainer)
+        if trainer.is_global_zero and os.path.lexists(filepath):
+            os.remove(filepath)  # unlink: the old file may share its data with a best file
+        if same_state is None or not self._linked(trainer, same_state, filepath):
+            super()._save_checkpoint(trainer, filepath)
+            return
+        self._last_global_step_saved = trainer.global_step
+        self._last_checkpoint_saved = filepath
+        if trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.after_save_checkpoint(self)
+
+    @staticmethod
+    def _linked(trainer: L.Trainer, source: str, filepath: str) -> bool:
+        """Hard-link `source` as `filepath` (rank zero); every rank learns if it worked."""
+        linked = True
+        if trainer.is_global_zero:
+            try:
+                os.link(source, filepath)
+            except OSError:
+                linked = False
+        return bool(trainer.strategy.broadcast(linked))
+
+    def _written_at_this_step(self, trainer: L.Trainer) -> str | None:
+        """The checkpoint another ModelCheckpoint saved at this global step, if any
+        (Lightning's own bookkeeping; None with a Lightning that lacks it)."""
+        for callback in trainer.checkpoint_callbacks:
+            if callback is self or not isinstance(callback, ModelCheckpoint):
+                continue
+            path = getattr(callback, "_last_checkpoint_saved", None)
+            step = getattr(callback, "_last_global_step_saved", None)
+            if path and step == trainer.global_step and os.path.isfile(path):
+                return path
+        return None

@@ -14,7 +14,7 @@ import pytest
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from autotimm.sweep.pruners import HyperbandPruner
+from autotimm.sweep.pruners import BestSoFarPruner, HyperbandPruner
 from autotimm.sweep.sampling import (
     ATTR_ENQUEUED,
     build_sampler,
@@ -187,6 +187,7 @@ PRUNERS = {
     "hyperband": HyperbandPruner,  # Optuna's, with a bracket every process agrees on
     "threshold": optuna.pruners.ThresholdPruner,
     "patient": optuna.pruners.PatientPruner,
+    "best_so_far": BestSoFarPruner,  # wraps successive halving
 }
 
 
@@ -199,6 +200,61 @@ def test_every_pruner_option_builds_its_optuna_pruner(compose, name):
     first_line = (ROOT / "conf/hydra/sweeper/pruner" / f"{name}.yaml").read_text().splitlines()[0]
     assert first_line.startswith("# Optuna pruner:")  # each file says what it does
     assert isinstance(instantiate(node), PRUNERS[name])
+
+
+def _judged(pruner, curves: list[list[float]], direction: str = "maximize") -> list[int | None]:
+    """Each curve reported epoch by epoch into one in-memory study, as trials report;
+    per trial the epoch where the pruner stopped it (None: ran to its end)."""
+    study = optuna.create_study(direction=direction, pruner=pruner)
+    stopped = []
+    for curve in curves:
+        trial, where = study.ask(), None
+        for epoch, value in enumerate(curve):
+            trial.report(value, epoch)
+            if epoch < len(curve) - 1 and trial.should_prune():
+                where = epoch
+                break
+        study.tell(trial, state=optuna.trial.TrialState.PRUNED) if where is not None else (
+            study.tell(trial, max(curve) if direction == "maximize" else min(curve))
+        )
+        stopped.append(where)
+    return stopped
+
+
+def test_best_so_far_keeps_a_trial_whose_curve_dips_for_an_epoch():
+    # the last trial is the best (0.80) but dips at epoch 1, where successive halving
+    # (min_resource 1) reads one value per rung and compares it with the others'
+    steady = [[0.50, 0.60, 0.62, 0.64, 0.65], [0.45, 0.58, 0.60, 0.61, 0.62]]
+    dipping = [0.66, 0.40, 0.75, 0.78, 0.80]
+
+    def halving():
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=2)
+
+    assert _judged(halving(), [*steady, dipping])[-1] == 1  # Optuna's own: pruned in the dip
+    assert _judged(BestSoFarPruner(halving()), [*steady, dipping])[-1] is None
+    # a trial that is worse at every epoch is still pruned through the wrapper
+    assert _judged(BestSoFarPruner(halving()), [*steady, [0.2, 0.3, 0.3, 0.3, 0.3]])[-1] == 1
+    # minimising (a loss): the running best is the running minimum
+    losses = [[2.0, 1.0, 0.9, 0.8, 0.7], [0.9, 3.0, 0.8, 0.6, 0.5]]
+    assert _judged(halving(), losses, "minimize")[-1] == 1
+    assert _judged(BestSoFarPruner(halving()), losses, "minimize")[-1] is None
+
+
+def test_best_so_far_leaves_the_stored_values_raw_and_ignores_nan():
+    study = optuna.create_study(direction="maximize")
+    trial = study.ask()
+    for epoch, value in enumerate([0.5, float("nan"), 0.4, 0.7]):
+        trial.report(value, epoch)
+    frozen = study.get_trials(deepcopy=False)[0]
+    from autotimm.sweep.pruners import best_so_far
+
+    assert best_so_far(frozen, max).intermediate_values == {0: 0.5, 1: 0.5, 2: 0.5, 3: 0.7}
+    assert frozen.intermediate_values[2] == 0.4  # the study's own record is untouched
+
+
+def test_best_so_far_refuses_a_missing_wrapped_pruner():
+    with pytest.raises(ValueError, match="wrapped_pruner=None: not an Optuna pruner; accepted"):
+        BestSoFarPruner(None)
 
 
 def test_sweeps_choose_a_pruner(compose):

@@ -1,4 +1,5 @@
-"""Optuna pruners that work across processes: Hyperband with a stable bracket per trial.
+"""Optuna pruners for autotimm's sweeps: Hyperband with a stable bracket per trial, and a
+wrapper that judges each trial by its best epoch so far.
 
 Optuna 2.10's `HyperbandPruner` puts a trial into a bracket by Python's `hash()` of
 "<study name>_<trial number>". That hash is salted per process (PYTHONHASHSEED), so every
@@ -13,6 +14,8 @@ and in each trial; importing it imports optuna, so `autotimm.sweep` does not imp
 
 from __future__ import annotations
 
+import copy
+import itertools
 import zlib
 from typing import Any
 
@@ -37,3 +40,55 @@ class HyperbandPruner(optuna.pruners.HyperbandPruner):
             if n < 0:
                 return bracket_id
         raise AssertionError("unreachable: the budgets sum to the total")
+
+
+class BestSoFarPruner(optuna.pruners.BasePruner):
+    """Runs `wrapped_pruner` on each trial's best value so far instead of its latest one.
+
+    A validation curve is noisy: a good learning rate can dip for an epoch (0.63, 0.54, 0.73)
+    and a pruner that judges the dip (successive halving reads one epoch per rung) throws the
+    best trial away. Here every trial, the judged one and the ones it is compared with, shows
+    the wrapped pruner its running best (max or min, in the study's direction) at each step.
+    The values the trials report, and the study stores, stay the raw per-epoch ones.
+    """
+
+    def __init__(self, wrapped_pruner: optuna.pruners.BasePruner) -> None:
+        if wrapped_pruner is None or not isinstance(wrapped_pruner, optuna.pruners.BasePruner):
+            raise ValueError(
+                f"wrapped_pruner={wrapped_pruner!r}: not an Optuna pruner; accepted: a pruner "
+                "node, e.g. {_target_: optuna.pruners.SuccessiveHalvingPruner}"
+            )
+        self._wrapped_pruner = wrapped_pruner
+
+    def prune(self, study: Any, trial: Any) -> bool:
+        best = max if study.direction == optuna.study.StudyDirection.MAXIMIZE else min
+        return self._wrapped_pruner.prune(_BestSoFarStudy(study, best), best_so_far(trial, best))
+
+
+def best_so_far(trial: Any, best: Any) -> Any:
+    """A shallow copy of the FrozenTrial whose intermediate value at each step is the best
+    (`best` is max or min) of its values up to that step."""
+    steps = sorted(trial.intermediate_values)
+    running = itertools.accumulate((trial.intermediate_values[s] for s in steps), _nan_safe(best))
+    view = copy.copy(trial)
+    view.intermediate_values = dict(zip(steps, running))
+    return view
+
+
+def _nan_safe(best: Any) -> Any:
+    """max/min of two values where a NaN (a diverged epoch) never replaces a number."""
+    return lambda a, b: a if b != b else b if a != a else best(a, b)
+
+
+class _BestSoFarStudy:
+    """The study as the wrapped pruner sees it: its trials' values are the running bests;
+    everything else (direction, storage, name) is the study's own."""
+
+    def __init__(self, study: Any, best: Any) -> None:
+        self._study, self._best = study, best
+
+    def get_trials(self, *args: Any, **kwargs: Any) -> list[Any]:
+        return [best_so_far(t, self._best) for t in self._study.get_trials(*args, **kwargs)]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._study, name)

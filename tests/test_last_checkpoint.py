@@ -1,0 +1,89 @@
+"""last.ckpt without a second write (autotimm.callbacks.LastCheckpoint): real Lightning fits
+of a tiny model whose validation score is scripted per epoch, with the default callbacks'
+pair (best on the score + last every validation)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from torch.utils.data import DataLoader, TensorDataset
+
+from autotimm.callbacks import LastCheckpoint
+
+
+class Scripted(L.LightningModule):
+    """A linear model whose `score` at validation epoch k is scores[k]."""
+
+    def __init__(self, scores: list[float]) -> None:
+        super().__init__()
+        self.layer = torch.nn.Linear(4, 2)
+        self.scores = scores
+
+    def training_step(self, batch, batch_idx):
+        return self.layer(batch[0]).sum()
+
+    def validation_step(self, batch, batch_idx):
+        self.log("score", self.scores[self.current_epoch])
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def _fit(tmp_path: Path, scores: list[float]) -> tuple[ModelCheckpoint, LastCheckpoint]:
+    data = DataLoader(TensorDataset(torch.randn(8, 4)), batch_size=4)
+    best = ModelCheckpoint(dirpath=tmp_path, filename="best-{epoch}", monitor="score", mode="max")
+    last = LastCheckpoint(dirpath=tmp_path, filename="last", monitor=None, save_top_k=1)
+    trainer = L.Trainer(
+        max_epochs=len(scores),
+        callbacks=[best, last],
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+    )
+    trainer.fit(Scripted(scores), data, data)
+    return best, last
+
+
+def _epoch(path: str | Path) -> int:
+    return torch.load(path, weights_only=False)["epoch"]
+
+
+def test_an_improving_last_epoch_links_instead_of_writing_twice(tmp_path):
+    best, last = _fit(tmp_path, [0.1, 0.5, 0.9])
+    best_file, last_file = Path(best.best_model_path), tmp_path / "last.ckpt"
+    assert best_file.name == "best-epoch=2.ckpt" and last.last_model_path == ""
+    assert os.stat(best_file).st_ino == os.stat(last_file).st_ino  # one file, two names
+    assert _epoch(last_file) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best-epoch=2.ckpt", "last.ckpt"]
+
+
+def test_a_worse_epoch_writes_last_without_touching_the_linked_best(tmp_path):
+    # epoch 1 is the best (linked), epoch 2 is worse: last.ckpt must get epoch 2's state
+    # in a file of its own while the best file keeps epoch 1's
+    best, _ = _fit(tmp_path, [0.1, 0.9, 0.2])
+    best_file, last_file = Path(best.best_model_path), tmp_path / "last.ckpt"
+    assert os.stat(best_file).st_ino != os.stat(last_file).st_ino
+    assert (_epoch(best_file), _epoch(last_file)) == (1, 2)
+
+
+def test_where_links_fail_last_is_written(tmp_path, monkeypatch):
+    def no_links(*args, **kwargs):
+        raise OSError("links not supported here")
+
+    monkeypatch.setattr(os, "link", no_links)
+    best, _ = _fit(tmp_path, [0.1, 0.5])
+    last_file = tmp_path / "last.ckpt"
+    assert os.stat(best.best_model_path).st_ino != os.stat(last_file).st_ino
+    assert _epoch(last_file) == 1
+
+
+@pytest.mark.parametrize("name", ["default", "quiet", "early_stopping"])
+def test_every_callbacks_option_writes_last_with_it(compose, name):
+    node = compose([f"callbacks={name}"]).callbacks.last_checkpoint
+    assert node._target_ == "autotimm.callbacks.LastCheckpoint"
