@@ -119,14 +119,14 @@ class Framework:
 
 
 def _no_checkpoints(cfg: Any) -> Any:
-    """The callbacks node without its ModelCheckpoint entries (they write at epoch ends)."""
+    """The callbacks node without its checkpoint entries (they write at epoch ends)."""
     from omegaconf import OmegaConf
 
     nodes = OmegaConf.to_container(cfg.callbacks, resolve=False) or {}
     kept = {
         name: node
         for name, node in nodes.items()
-        if node and not str(node.get("_target_", "")).endswith(".ModelCheckpoint")
+        if node and not str(node.get("_target_", "")).endswith("Checkpoint")  # best and last
     }
     return OmegaConf.create(kept)
 

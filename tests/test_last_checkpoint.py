@@ -87,3 +87,40 @@ def test_where_links_fail_last_is_written(tmp_path, monkeypatch):
 def test_every_callbacks_option_writes_last_with_it(compose, name):
     node = compose([f"callbacks={name}"]).callbacks.last_checkpoint
     assert node._target_ == "autotimm.callbacks.LastCheckpoint"
+
+
+def test_local_checkpoint_io_writes_atomically(tmp_path, monkeypatch):
+    from autotimm.checkpoint_io import LocalCheckpointIO
+
+    io, path = LocalCheckpointIO(), tmp_path / "sub" / "best.ckpt"
+    io.save_checkpoint({"epoch": 1, "w": torch.ones(3)}, path)
+    assert io.load_checkpoint(path)["epoch"] == 1
+
+    def broken_save(obj, f, *args, **kwargs):
+        Path(f).write_bytes(b"half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        io.save_checkpoint({"epoch": 2}, path)
+    assert io.load_checkpoint(path)["epoch"] == 1  # the old checkpoint is whole
+    assert [p.name for p in path.parent.iterdir()] == ["best.ckpt"]  # no partial file left
+
+
+def test_local_checkpoint_io_leaves_remote_paths_to_lightning():
+    import fsspec
+
+    from autotimm.checkpoint_io import LocalCheckpointIO, is_local
+
+    assert is_local("/a/b.ckpt") and is_local("file:///a/b.ckpt")
+    assert not is_local("s3://bucket/b.ckpt")
+    io = LocalCheckpointIO()
+    io.save_checkpoint({"epoch": 3}, "memory://autotimm-test/last.ckpt")  # fsspec's memory FS
+    assert fsspec.filesystem("memory").exists("/autotimm-test/last.ckpt")
+    assert io.load_checkpoint("memory://autotimm-test/last.ckpt")["epoch"] == 3
+
+
+def test_every_trainer_option_uses_it(compose):
+    for name in ("default", "cpu", "gpu", "ddp"):
+        plugins = compose([f"trainer={name}"]).trainer.plugins
+        assert [p._target_ for p in plugins] == ["autotimm.checkpoint_io.LocalCheckpointIO"]

@@ -71,7 +71,7 @@ def best_so_far(trial: Any, best: Any) -> Any:
     steps = sorted(trial.intermediate_values)
     running = itertools.accumulate((trial.intermediate_values[s] for s in steps), _nan_safe(best))
     view = copy.copy(trial)
-    view.intermediate_values = dict(zip(steps, running))
+    view.intermediate_values = dict(zip(steps, running, strict=True))
     return view
 
 
