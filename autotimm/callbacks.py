@@ -182,42 +182,73 @@ class LastCheckpoint(ModelCheckpoint):
     """`ModelCheckpoint` for last.ckpt (the latest state, written every validation) that
     hard-links the file another checkpoint callback wrote at the same step (the best one,
     on every epoch that improves) instead of writing the same state a second time, as
-    timm's CheckpointSaver does. A real write first removes the old file, so it never
-    writes into a file that is still linked to a best checkpoint. Where links fail
-    (another file system, object storage) it writes as ModelCheckpoint does."""
+    timm's CheckpointSaver does. Only a file of the same kind is linked (full state or
+    weights only, as this callback's `save_weights_only`). The link replaces last.ckpt
+    atomically; a real write goes through the checkpoint IO (autotimm's LocalCheckpointIO
+    renames a complete new file into place, so a linked best file is never written into;
+    with another IO a linked last.ckpt is removed first). Rank zero decides and tells the
+    other ranks. Where links fail (another file system) it writes as ModelCheckpoint does."""
 
     def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
-        same_state = self._written_at_this_step(trainer)
-        if trainer.is_global_zero and os.path.lexists(filepath):
-            os.remove(filepath)  # unlink: the old file may share its data with a best file
-        if same_state is None or not self._linked(trainer, same_state, filepath):
-            super()._save_checkpoint(trainer, filepath)
+        found = self._written_at_this_step(trainer) if trainer.is_global_zero else None
+        same_state = trainer.strategy.broadcast(found)
+        if same_state is not None and self._linked(trainer, same_state, filepath):
+            self._last_global_step_saved = trainer.global_step
+            self._last_checkpoint_saved = filepath
+            if trainer.is_global_zero:
+                for logger in trainer.loggers:
+                    logger.after_save_checkpoint(self)
             return
-        self._last_global_step_saved = trainer.global_step
-        self._last_checkpoint_saved = filepath
         if trainer.is_global_zero:
-            for logger in trainer.loggers:
-                logger.after_save_checkpoint(self)
+            _unshare(trainer, filepath)
+        super()._save_checkpoint(trainer, filepath)
 
     @staticmethod
     def _linked(trainer: L.Trainer, source: str, filepath: str) -> bool:
-        """Hard-link `source` as `filepath` (rank zero); every rank learns if it worked."""
+        """Hard-link `source` over `filepath` (rank zero); every rank learns if it worked."""
         linked = True
         if trainer.is_global_zero:
+            partial = f"{filepath}.{os.getpid()}.link"
             try:
-                os.link(source, filepath)
+                os.link(source, partial)
+                os.replace(partial, filepath)  # atomic: the old last.ckpt until this moment
             except OSError:
                 linked = False
+                if os.path.lexists(partial):
+                    os.remove(partial)
         return bool(trainer.strategy.broadcast(linked))
 
     def _written_at_this_step(self, trainer: L.Trainer) -> str | None:
-        """The checkpoint another ModelCheckpoint saved at this global step, if any
-        (Lightning's own bookkeeping; None with a Lightning that lacks it)."""
+        """The checkpoint another ModelCheckpoint saved at this global step with the same
+        content (Lightning's own bookkeeping; None with a Lightning that lacks it)."""
         for callback in trainer.checkpoint_callbacks:
             if callback is self or not isinstance(callback, ModelCheckpoint):
                 continue
+            if callback.save_weights_only != self.save_weights_only:
+                continue  # a weights-only best file cannot stand in for a resumable last
+            if _saves_on_train_epoch_end(callback, trainer) != _saves_on_train_epoch_end(
+                self, trainer
+            ):
+                continue  # saved at another point of the step: other loop counters
             path = getattr(callback, "_last_checkpoint_saved", None)
             step = getattr(callback, "_last_global_step_saved", None)
             if path and step == trainer.global_step and os.path.isfile(path):
                 return path
         return None
+
+
+def _saves_on_train_epoch_end(callback: ModelCheckpoint, trainer: L.Trainer) -> bool | None:
+    decide = getattr(callback, "_should_save_on_train_epoch_end", None)
+    return decide(trainer) if decide is not None else None
+
+
+def _unshare(trainer: L.Trainer, filepath: str) -> None:
+    """Before a real write of a last.ckpt that is a hard link: an IO that writes into the
+    existing file would change the best file too, so that file goes first (autotimm's
+    LocalCheckpointIO writes a new file and renames it: nothing to do)."""
+    from autotimm.checkpoint_io import LocalCheckpointIO
+
+    if isinstance(trainer.strategy.checkpoint_io, LocalCheckpointIO):
+        return
+    if os.path.isfile(filepath) and os.stat(filepath).st_nlink > 1:
+        os.remove(filepath)

@@ -16,7 +16,8 @@ time on it. Exact for sequential trials (a pruned trial's curve up to its prunin
 unpruned one when runs are seeded); with `--parallel` > 1 the order of reports is an
 approximation of the real interleaving. Hyperband's brackets are the same in every run
 (autotimm's HyperbandPruner: a CRC-32 of the trial, not Python's salted `hash()`), and
-the same as in the sweep. The last line is a JSON object.
+the same as in the sweep (the replayed study takes the sweep's study name). The last line is a
+JSON object.
 """
 
 from __future__ import annotations
@@ -89,12 +90,29 @@ def pruner(preset: str, settings: list[str], epochs: int) -> Any:
     return instantiate(node)
 
 
-def replay(found: list[list[float]], mode: str, make: Any, parallel: int) -> dict[str, Any]:
-    """Feed the curves into a fresh study with the pruner; best kept and epochs trained."""
+def study_name(sweep_dir: Path) -> str:
+    """The sweep's study name (Hyperband's bracket of a trial depends on it): from its
+    study.db, else the folder's name (a sweep's folder is named after its study)."""
+    db = sweep_dir / "study.db"
+    if db.is_file():
+        import optuna
+
+        names = [s.study_name for s in optuna.get_all_study_summaries(f"sqlite:///{db}")]
+        if len(names) == 1:
+            return names[0]
+    return sweep_dir.name
+
+
+def replay(
+    found: list[list[float]], mode: str, make: Any, parallel: int, name: str | None = None
+) -> dict[str, Any]:
+    """Feed the curves into a fresh study with the pruner; best kept and epochs trained.
+    `name`: the study's name (the sweep's own, so Hyperband puts trials in its brackets)."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction="maximize" if mode == "max" else "minimize", pruner=make)
+    direction = "maximize" if mode == "max" else "minimize"
+    study = optuna.create_study(direction=direction, pruner=make, study_name=name)
     pick = max if mode == "max" else min
     waiting, running, epochs, kept = list(range(len(found))), [], 0, []
     while waiting or running:
@@ -126,9 +144,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rows = []
     for preset in presets:
         try:
-            result = replay(
-                found, mode, pruner(preset, args.set, max(map(len, found))), args.parallel
-            )
+            made = pruner(preset, args.set, max(map(len, found)))
+            result = replay(found, mode, made, args.parallel, study_name(args.sweep_dir))
         except Exception as error:  # e.g. threshold without a bound: Optuna's own message
             print(f"{preset:<20} not replayed: {error}", file=sys.stderr)
             continue

@@ -34,10 +34,20 @@ class Scripted(L.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
-def _fit(tmp_path: Path, scores: list[float]) -> tuple[ModelCheckpoint, LastCheckpoint]:
+def _fit(
+    tmp_path: Path,
+    scores: list[float],
+    plugins: list | None = None,
+    resume: Path | None = None,
+    **best_args,
+) -> tuple[ModelCheckpoint, LastCheckpoint]:
     data = DataLoader(TensorDataset(torch.randn(8, 4)), batch_size=4)
-    best = ModelCheckpoint(dirpath=tmp_path, filename="best-{epoch}", monitor="score", mode="max")
-    last = LastCheckpoint(dirpath=tmp_path, filename="last", monitor=None, save_top_k=1)
+    best = ModelCheckpoint(
+        dirpath=tmp_path, filename="best-{epoch}", monitor="score", mode="max", **best_args
+    )
+    last = LastCheckpoint(
+        dirpath=tmp_path, filename="last", monitor=None, save_top_k=1, enable_version_counter=False
+    )
     trainer = L.Trainer(
         max_epochs=len(scores),
         callbacks=[best, last],
@@ -45,8 +55,9 @@ def _fit(tmp_path: Path, scores: list[float]) -> tuple[ModelCheckpoint, LastChec
         enable_progress_bar=False,
         enable_model_summary=False,
         accelerator="cpu",
+        plugins=plugins,
     )
-    trainer.fit(Scripted(scores), data, data)
+    trainer.fit(Scripted(scores), data, data, ckpt_path=resume)
     return best, last
 
 
@@ -124,3 +135,48 @@ def test_every_trainer_option_uses_it(compose):
     for name in ("default", "cpu", "gpu", "ddp"):
         plugins = compose([f"trainer={name}"]).trainer.plugins
         assert [p._target_ for p in plugins] == ["autotimm.checkpoint_io.LocalCheckpointIO"]
+
+
+def _local_io() -> list:
+    from autotimm.checkpoint_io import LocalCheckpointIO
+
+    return [LocalCheckpointIO()]  # what train.py's trainer uses
+
+
+def test_with_autotimms_checkpoint_io_the_link_and_the_later_write_keep_both_files_right(tmp_path):
+    best, _ = _fit(tmp_path, [0.1, 0.9, 0.2], plugins=_local_io())
+    best_file, last_file = Path(best.best_model_path), tmp_path / "last.ckpt"
+    assert os.stat(best_file).st_ino != os.stat(last_file).st_ino
+    assert (_epoch(best_file), _epoch(last_file)) == (1, 2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best-epoch=1.ckpt", "last.ckpt"]
+
+
+def test_a_run_resumes_from_a_linked_last_checkpoint(tmp_path):
+    _fit(tmp_path, [0.1, 0.5], plugins=_local_io())  # epoch 1 improved: last.ckpt is a link
+    last_file = tmp_path / "last.ckpt"
+    assert os.stat(last_file).st_nlink == 2
+    best, _ = _fit(tmp_path, [0.1, 0.5, 0.7], plugins=_local_io(), resume=last_file)
+    assert (_epoch(best.best_model_path), _epoch(last_file)) == (2, 2)
+
+
+def test_a_weights_only_best_file_is_never_linked_as_last(tmp_path):
+    best, _ = _fit(tmp_path, [0.1, 0.5], plugins=_local_io(), save_weights_only=True)
+    last = torch.load(tmp_path / "last.ckpt", weights_only=False)
+    assert os.stat(best.best_model_path).st_ino != os.stat(tmp_path / "last.ckpt").st_ino
+    assert "optimizer_states" in last and last["epoch"] == 1  # resumable
+
+
+def test_a_failed_write_of_last_keeps_the_previous_last(tmp_path, monkeypatch):
+    real_save = torch.save
+
+    def last_fails_at_epoch_2(obj, f, *args, **kwargs):
+        if "last" in str(f) and obj.get("epoch") == 2:
+            raise OSError("disk full")
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", last_fails_at_epoch_2)
+    with pytest.raises(OSError, match="disk full"):
+        _fit(tmp_path, [0.1, 0.9, 0.2], plugins=_local_io())  # epoch 2: a real write of last
+    monkeypatch.setattr(torch, "save", real_save)
+    assert _epoch(tmp_path / "last.ckpt") == 1  # the linked epoch-1 state is still there
+    assert _epoch(tmp_path / "best-epoch=1.ckpt") == 1

@@ -252,9 +252,36 @@ def test_best_so_far_leaves_the_stored_values_raw_and_ignores_nan():
     assert frozen.intermediate_values[2] == 0.4  # the study's own record is untouched
 
 
-def test_best_so_far_refuses_a_missing_wrapped_pruner():
-    with pytest.raises(ValueError, match="wrapped_pruner=None: not an Optuna pruner; accepted"):
-        BestSoFarPruner(None)
+def test_best_so_far_lets_a_trial_that_diverges_now_be_pruned():
+    halving = optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=2)
+    curves = [[0.5, 0.6, 0.6, 0.6], [0.7, float("nan"), 0.8, 0.8]]
+    assert _judged(BestSoFarPruner(halving), curves)[-1] == 1  # NaN at the judged epoch
+
+
+@pytest.mark.parametrize(
+    "wrapped",
+    [None, optuna.pruners.ThresholdPruner(lower=0.1), optuna.pruners.NopPruner()],
+    ids=["none", "threshold", "nop"],
+)
+def test_best_so_far_refuses_pruners_that_do_not_compare_trials(wrapped):
+    name = type(wrapped).__name__
+    with pytest.raises(ValueError, match=rf"wrapped_pruner={name}: .*accepted: .*MedianPruner"):
+        BestSoFarPruner(wrapped)
+
+
+def test_best_so_far_wraps_another_pruner_from_the_command_line(compose):
+    # the documented way: drop the wrapped node, then add a whole new one
+    node = compose(
+        [
+            "+sweeps=quick",
+            "hydra/sweeper/pruner=best_so_far",
+            "~hydra.sweeper.pruner.wrapped_pruner",
+            "+hydra.sweeper.pruner.wrapped_pruner={_target_: optuna.pruners.MedianPruner,"
+            " n_startup_trials: 2, n_warmup_steps: 0}",
+        ]
+    ).hydra.sweeper.pruner
+    pruner = instantiate(node)
+    assert isinstance(pruner._wrapped_pruner, optuna.pruners.MedianPruner)
 
 
 def test_sweeps_choose_a_pruner(compose):

@@ -49,14 +49,28 @@ class BestSoFarPruner(optuna.pruners.BasePruner):
     and a pruner that judges the dip (successive halving reads one epoch per rung) throws the
     best trial away. Here every trial, the judged one and the ones it is compared with, shows
     the wrapped pruner its running best (max or min, in the study's direction) at each step.
-    The values the trials report, and the study stores, stay the raw per-epoch ones.
+    The intermediate values the trials report stay the raw per-epoch ones (successive
+    halving's own rung records, `completed_rung_k` system attributes, hold the running best
+    it judged). A NaN at the latest epoch (a diverged trial) is shown as NaN, so the wrapped
+    pruner stops it as it would without the wrapper.
+
+    Wraps the pruners that compare trials: successive halving, Hyperband, median,
+    percentile. Patient and threshold pruners look at one trial's own curve, whose running
+    best never gets worse, so under this wrapper they would never prune: refused.
     """
 
     def __init__(self, wrapped_pruner: optuna.pruners.BasePruner) -> None:
-        if wrapped_pruner is None or not isinstance(wrapped_pruner, optuna.pruners.BasePruner):
+        comparing = (
+            optuna.pruners.SuccessiveHalvingPruner,
+            optuna.pruners.HyperbandPruner,
+            optuna.pruners.PercentilePruner,  # MedianPruner is one
+        )
+        if not isinstance(wrapped_pruner, comparing):
             raise ValueError(
-                f"wrapped_pruner={wrapped_pruner!r}: not an Optuna pruner; accepted: a pruner "
-                "node, e.g. {_target_: optuna.pruners.SuccessiveHalvingPruner}"
+                f"wrapped_pruner={type(wrapped_pruner).__name__}: best_so_far wraps a pruner "
+                "that compares trials; accepted: optuna.pruners.SuccessiveHalvingPruner, "
+                "HyperbandPruner (or autotimm.sweep.pruners.HyperbandPruner), MedianPruner, "
+                "PercentilePruner"
             )
         self._wrapped_pruner = wrapped_pruner
 
@@ -67,11 +81,16 @@ class BestSoFarPruner(optuna.pruners.BasePruner):
 
 def best_so_far(trial: Any, best: Any) -> Any:
     """A shallow copy of the FrozenTrial whose intermediate value at each step is the best
-    (`best` is max or min) of its values up to that step."""
-    steps = sorted(trial.intermediate_values)
-    running = itertools.accumulate((trial.intermediate_values[s] for s in steps), _nan_safe(best))
+    (`best` is max or min) of its values up to that step; a NaN at the last step stays NaN."""
+    values = trial.intermediate_values
+    steps = sorted(values)
+    running = dict(
+        zip(steps, itertools.accumulate((values[s] for s in steps), _nan_safe(best)), strict=True)
+    )
+    if steps and values[steps[-1]] != values[steps[-1]]:  # the latest epoch diverged
+        running[steps[-1]] = values[steps[-1]]
     view = copy.copy(trial)
-    view.intermediate_values = dict(zip(steps, running, strict=True))
+    view.intermediate_values = running
     return view
 
 

@@ -21,7 +21,8 @@ class AutotimmOptunaSweeperConf:
     # Any, not the plugin's SamplerConfig: Hydra's plugin scan executes the plugin's config
     # module again, and a sampler of the new class would fail a check against the old one
     sampler: Any = MISSING  # hydra/sweeper/sampler=tpe|random|grid|cmaes|...
-    # hydra/sweeper/pruner=none|median|percentile|successive_halving|hyperband|threshold|patient
+    # hydra/sweeper/pruner=none|median|percentile|successive_halving|hyperband|threshold|
+    # patient|best_so_far
     pruner: Any = None
     direction: Any = "minimize"  # or maximize, or a list of them
     storage: Any | None = None  # an RDB URL (sqlite:///..., postgresql://...)
