@@ -6,10 +6,14 @@ python train.py -m +sweeps=lr_mixup_ls            # Optuna sweep
 python train.py --help                            # groups and options
 """
 
-import hydra
-from omegaconf import DictConfig
+from autotimm.process_gc import defer_collections
 
-from autotimm.resolvers import register_resolvers
+defer_collections()  # before the imports: they make ~500,000 objects (autotimm/process_gc.py)
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from autotimm.resolvers import register_resolvers  # noqa: E402
 
 register_resolvers()  # before Hydra composes: run dirs and paths use them
 

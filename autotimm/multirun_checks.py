@@ -57,6 +57,11 @@ class MultirunChecks(Callback):
     """Hydra callback: the checks above, at the start of a multirun."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from autotimm.process_gc import freeze_imported
+
+        # the sweep's own process may never run a trial (joblib, SLURM and Ray launchers):
+        # its collector gets its usual thresholds back here
+        freeze_imported()
         try:
             check_one_process_per_trial(config)
         except UserError as exc:

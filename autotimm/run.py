@@ -25,9 +25,11 @@ def train(cfg: DictConfig) -> float | list[float]:
     from autotimm.callbacks import ValidationHistory
     from autotimm.config_nodes import validate_groups
     from autotimm.objectives import check_logged
+    from autotimm.process_gc import freeze_imported
     from autotimm.pruning import pruning_callback
     from autotimm.run_loggers import finish_loggers, start_loggers
 
+    freeze_imported()  # train.py's imports are done; before this run makes its own objects
     started = time.time()
     _quiet_known_warnings()
     if cfg.get("print_config", True) and outcome.is_rank_zero():  # DDP: printed once

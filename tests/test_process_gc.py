@@ -1,0 +1,102 @@
+"""train.py defers garbage collection while importing and freezes what the imports made.
+
+Each case runs in a new interpreter: freezing objects in pytest's own process would keep
+them for the rest of the suite.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from conftest import FAST, ROOT, TRAIN, train_env
+
+
+def _python(code: str, tmp_path, *args: str) -> dict:
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        cwd=tmp_path,
+        env=train_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_freeze_only_after_defer_and_only_once(tmp_path):
+    state = _python(
+        """
+import gc, json
+from autotimm import process_gc
+default = gc.get_threshold()
+process_gc.freeze_imported()                 # never deferred: nothing changes
+untouched = gc.get_freeze_count()
+process_gc.defer_collections()
+deferred = gc.get_threshold()
+import timm                                  # the kind of import train.py defers for
+process_gc.freeze_imported()
+frozen = gc.get_freeze_count()
+junk = [[] for _ in range(1000)]
+process_gc.freeze_imported()                 # a second call (a sweep's next trial): no-op
+print(json.dumps(dict(default=default, untouched=untouched, deferred=deferred, frozen=frozen,
+                      again=gc.get_freeze_count(), restored=gc.get_threshold())))
+""",
+        tmp_path,
+    )
+    assert state["untouched"] == 0
+    assert state["deferred"][0] > state["default"][0]
+    assert state["frozen"] > 100_000  # timm and torch: hundreds of thousands of objects
+    assert state["again"] == state["frozen"]
+    assert state["restored"] == state["default"]
+
+
+def test_train_py_run_freezes_its_imports_and_restores_the_collector(tmp_path):
+    # a real `train.py` run in one interpreter; the state is read after Hydra returns
+    state = _python(
+        """
+import gc, json, runpy, sys
+default = gc.get_threshold()
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+print(json.dumps(dict(default=default, frozen=gc.get_freeze_count(),
+                      threshold=gc.get_threshold())))
+""",
+        tmp_path,
+        str(TRAIN),
+        *FAST,
+        "debug=fast_dev_run",
+        "measure_cost=false",
+        "backbone.model_name=test_resnet",
+    )
+    assert state["frozen"] > 100_000
+    assert state["threshold"] == state["default"]
+
+
+def test_sweep_process_gets_its_collector_back_before_the_trials(tmp_path):
+    # the multirun callback: the sweep's own process may never run a trial itself
+    state = _python(
+        """
+import gc, json
+from omegaconf import OmegaConf
+from autotimm import process_gc
+from autotimm.multirun_checks import MultirunChecks
+default = gc.get_threshold()
+process_gc.defer_collections()
+MultirunChecks().on_multirun_start(OmegaConf.create({"trainer": {"devices": 1}}))
+print(json.dumps(dict(default=default, frozen=gc.get_freeze_count(),
+                      threshold=gc.get_threshold())))
+""",
+        tmp_path,
+    )
+    assert state["frozen"] > 0
+    assert state["threshold"] == state["default"]
+
+
+def test_import_autotimm_process_gc_is_light():
+    # train.py imports it before anything else: it must not pull in torch
+    code = "import sys, autotimm.process_gc; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert out.stdout.strip() == "False", out.stderr
