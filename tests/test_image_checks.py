@@ -1,8 +1,10 @@
-"""The start-up image check (autotimm.data.files.check_images) over many files: runs of
-paths per thread keep every file's verdict in its place."""
+"""The start-up image check (autotimm.data.files.check_images) over many files: cached
+files are checked in one thread, files that wait on the disk in runs per thread; every
+file's verdict stays in its place."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +21,7 @@ def _folder(tmp_path: Path, count: int, broken: set[int]) -> list[Path]:
         if i in broken:
             path.write_bytes(b"\x89PNG\r\n\x1a\n" + b"not an image")
         else:
-            Image.fromarray(np.full((4, 4), i, dtype=np.uint8)).save(path)
+            Image.fromarray(np.full((4, 4), i % 256, dtype=np.uint8)).save(path)
         paths.append(path)
     return paths
 
@@ -40,3 +42,52 @@ def test_many_files_report_the_corrupt_ones_by_name(tmp_path):
     with pytest.raises(CorruptImageError, match=r"2 unreadable.*005\.png.*066\.png"):
         check_images(paths, [0] * 70, verify=True, skip_corrupt=False)
     assert check_images(paths[6:60], [1] * 54, verify=True, skip_corrupt=False)[0] == paths[6:60]
+
+
+class _PoolSpy:
+    """Stands in for ThreadPoolExecutor: records that a pool was made, runs it in order."""
+
+    made = 0
+
+    def __init__(self, max_workers: int) -> None:
+        type(self).made += 1
+
+    def __enter__(self) -> _PoolSpy:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def map(self, fn, runs):
+        return [fn(run) for run in runs]
+
+
+def test_reads_that_wait_on_the_disk_go_to_threads_in_order(tmp_path, monkeypatch):
+    from autotimm.data import files
+
+    checked = files._problem
+
+    def slow_disk(path, verify):  # wall time without CPU time, like a cold network disk
+        time.sleep(0.002)
+        return checked(path, verify)
+
+    monkeypatch.setattr(files, "_problem", slow_disk)
+    monkeypatch.setattr(files, "ThreadPoolExecutor", _PoolSpy)
+    _PoolSpy.made = 0
+    broken = {0, 150, 299}  # in the serial sample, and in the runs after it
+    paths = _folder(tmp_path, 300, broken)
+    with pytest.warns(UserWarning, match="skipped 3 corrupt"):
+        kept, _ = check_images(paths, list(range(300)), verify=True, skip_corrupt=True)
+    assert _PoolSpy.made == 1
+    assert kept == [p for i, p in enumerate(paths) if i not in broken]
+
+
+def test_cached_files_are_checked_without_threads(tmp_path, monkeypatch):
+    from autotimm.data import files
+
+    monkeypatch.setattr(files, "ThreadPoolExecutor", _PoolSpy)
+    _PoolSpy.made = 0
+    paths = _folder(tmp_path, 300, {200})  # just written: in the page cache
+    with pytest.raises(CorruptImageError, match=r"1 unreadable.*200\.png"):
+        check_images(paths, [0] * 300, verify=True, skip_corrupt=False)
+    assert _PoolSpy.made == 0
