@@ -8,7 +8,8 @@ python train.py --help                            # groups and options
 
 from autotimm.process_gc import defer_collections
 
-defer_collections()  # before the imports: they make ~500,000 objects (autotimm/process_gc.py)
+if __name__ == "__main__":  # not in spawned children (DataLoader workers, ddp_spawn)
+    defer_collections()  # before the imports: ~500,000 objects (autotimm/process_gc.py)
 
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402

@@ -57,11 +57,15 @@ class MultirunChecks(Callback):
     """Hydra callback: the checks above, at the start of a multirun."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from autotimm.devices import IN_PROCESS, launcher_kind
         from autotimm.process_gc import freeze_imported
 
-        # the sweep's own process may never run a trial (joblib, SLURM and Ray launchers):
-        # its collector gets its usual thresholds back here
-        freeze_imported()
+        # a sweep whose trials run in other processes (joblib, SLURM, Ray) never reaches
+        # train(): its collector gets its usual thresholds back here; with Hydra's basic
+        # launcher the first trial's train() freezes, after torch and Lightning are imported
+        launcher = OmegaConf.select(config, "hydra.launcher._target_", default=None)
+        if launcher_kind(launcher) != IN_PROCESS:
+            freeze_imported()
         try:
             check_one_process_per_trial(config)
         except UserError as exc:

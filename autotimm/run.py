@@ -18,9 +18,13 @@ log = logging.getLogger(__name__)
 
 def train(cfg: DictConfig) -> float | list[float]:
     """One training run. Writes the run record (results.json); returns the objective."""
+    # timm and autotimm.data (the model and data nodes need them) are imported here too,
+    # so that the freeze below includes them
     import lightning as L
+    import timm  # noqa: F401
     from hydra.utils import instantiate
 
+    import autotimm.data  # noqa: F401
     from autotimm import compose, outcome
     from autotimm.callbacks import ValidationHistory
     from autotimm.config_nodes import validate_groups

@@ -10,6 +10,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 from conftest import FAST, ROOT, TRAIN, train_env
 
 
@@ -41,8 +42,12 @@ process_gc.freeze_imported()
 frozen = gc.get_freeze_count()
 junk = [[] for _ in range(1000)]
 process_gc.freeze_imported()                 # a second call (a sweep's next trial): no-op
+process_gc.defer_collections()               # train.py run again in this process: no-op
+redeferred = gc.get_threshold()
+process_gc.freeze_imported()
 print(json.dumps(dict(default=default, untouched=untouched, deferred=deferred, frozen=frozen,
-                      again=gc.get_freeze_count(), restored=gc.get_threshold())))
+                      again=gc.get_freeze_count(), redeferred=redeferred,
+                      restored=gc.get_threshold())))
 """,
         tmp_path,
     )
@@ -50,6 +55,7 @@ print(json.dumps(dict(default=default, untouched=untouched, deferred=deferred, f
     assert state["deferred"][0] > state["default"][0]
     assert state["frozen"] > 100_000  # timm and torch: hundreds of thousands of objects
     assert state["again"] == state["frozen"]
+    assert state["redeferred"] == state["default"]
     assert state["restored"] == state["default"]
 
 
@@ -75,24 +81,37 @@ print(json.dumps(dict(default=default, frozen=gc.get_freeze_count(),
     assert state["threshold"] == state["default"]
 
 
-def test_sweep_process_gets_its_collector_back_before_the_trials(tmp_path):
-    # the multirun callback: the sweep's own process may never run a trial itself
+@pytest.mark.parametrize(
+    ("launcher", "frozen_at_start"),
+    [
+        (None, False),  # Hydra's basic launcher: the first trial's train() freezes
+        ("hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher", True),
+    ],
+)
+def test_sweep_process_gets_its_collector_back_unless_trials_run_in_it(
+    tmp_path, launcher, frozen_at_start
+):
+    # the multirun callback: a sweep whose trials run elsewhere never reaches train()
     state = _python(
         """
-import gc, json
+import gc, json, sys
 from omegaconf import OmegaConf
 from autotimm import process_gc
 from autotimm.multirun_checks import MultirunChecks
 default = gc.get_threshold()
 process_gc.defer_collections()
-MultirunChecks().on_multirun_start(OmegaConf.create({"trainer": {"devices": 1}}))
+config = {"trainer": {"devices": 1}}
+if sys.argv[1] != "None":
+    config["hydra"] = {"launcher": {"_target_": sys.argv[1]}}
+MultirunChecks().on_multirun_start(OmegaConf.create(config))
 print(json.dumps(dict(default=default, frozen=gc.get_freeze_count(),
                       threshold=gc.get_threshold())))
 """,
         tmp_path,
+        str(launcher),
     )
-    assert state["frozen"] > 0
-    assert state["threshold"] == state["default"]
+    assert (state["frozen"] > 0) is frozen_at_start
+    assert (state["threshold"] == state["default"]) is frozen_at_start
 
 
 def test_import_autotimm_process_gc_is_light():
