@@ -125,6 +125,40 @@ class RichProgressBar(_RichProgressBar):
         if not self._hold_metrics:
             super()._update_metrics(trainer, pl_module)
 
+    def _init_progress(self, trainer) -> None:
+        super()._init_progress(trainer)
+        _refresh_promptly(getattr(self.progress, "live", None))
+
+
+def _refresh_promptly(live: Any) -> None:
+    """Give a started rich display a redraw thread that ends as soon as it is stopped.
+
+    Lightning's thread sleeps a whole redraw interval between redraws, and the bar's stop
+    joins it: at 10 redraws a second every stop (end of fit, of test) waited up to 0.1 s.
+    This one waits on the thread's stop event instead; it redraws the same way (only when
+    Lightning asked for a redraw, under the display's lock).
+    """
+    from lightning.pytorch.callbacks.progress import rich_progress
+
+    lightning_thread = getattr(rich_progress, "_RefreshThread", None)
+    old = getattr(live, "_refresh_thread", None)
+    if lightning_thread is None or type(old) is not lightning_thread or not old.is_alive():
+        return
+
+    class PromptRefreshThread(lightning_thread):
+        def run(self) -> None:
+            while not self.done.wait(1 / self.refresh_per_second):
+                if self.refresh_cond:
+                    with self.live._lock:
+                        self.live.refresh()
+                    self.refresh_cond = False
+
+    new = PromptRefreshThread(live, old.refresh_per_second)
+    new.refresh_cond = old.refresh_cond
+    old.stop()  # ends after its current sleep; nothing joins it
+    live._refresh_thread = new
+    new.start()
+
 
 class NonFiniteLossError(ValueError, FloatingPointError):
     """The training loss became NaN or infinite (a bad-hyperparameter error, like ValueError)."""

@@ -63,3 +63,32 @@ def test_enable_progress_bar_false_leaves_the_default_bar_out(run_app):
     )  # fmt: skip
     assert run.code == 0, run.output[-2000:]
     assert run.results()["status"] == "completed"
+
+
+def test_stopping_the_bar_does_not_wait_out_a_redraw_interval(monkeypatch, tmp_path):
+    # one redraw a second: Lightning's redraw thread sleeps a whole second between redraws
+    # and the bar's stop (end of fit) joined it, up to a second at every stop
+    import time
+
+    bar = RichProgressBar(refresh_rate=1)
+    stops: list[float] = []
+    original = RichProgressBar._stop_progress
+
+    def timed_stop(self):
+        started = time.perf_counter()
+        original(self)
+        stops.append(time.perf_counter() - started)
+
+    monkeypatch.setattr(RichProgressBar, "_stop_progress", timed_stop)
+    images, labels = torch.randn(8, 3, 32, 32), torch.randint(0, 4, (8,))
+    model = ImageClassifier("test_resnet", 4, [], scheduler=None)
+    trainer = L.Trainer(
+        max_epochs=1,
+        callbacks=[bar],
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(model, DataLoader(TensorDataset(images, labels), batch_size=4))
+    assert stops and max(stops) < 0.3, stops
