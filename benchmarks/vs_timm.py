@@ -131,7 +131,8 @@ def top1(side: str, out: Path) -> float | None:
         rows = list(csv.DictReader(next(out.glob("timm/*/summary.csv")).open()))
         return round(float(rows[-1]["eval_top1"]) / 100, 4) if rows else None
     record = json.loads(next(out.glob("outputs/runs/*/*/results.json")).read_text())
-    return record.get("val", {}).get("val/accuracy")
+    value = record.get("val", {}).get("val/accuracy")
+    return None if value is None else round(value, 4)  # a float32 value: 0.734000027...
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
