@@ -1,0 +1,52 @@
+"""Lightning's import without the 0.6 s of `scipy.signal` that nothing in a run uses.
+
+torchmetrics (which Lightning imports) imports `scipy.signal` whenever scipy is installed
+(optuna and scikit-learn bring it), only to look up `scipy.signal.hamming` for a
+third-party audio package (torchmetrics issue #3457; PR #3459 would make it lazy). On the
+project's 2-core CPU that import takes 0.6 s of every run's start (it pulls in scipy.stats
+and scipy.interpolate), more than the rest of Lightning's own modules.
+
+`scipy_signal_deferred()` gives torchmetrics' import a stand-in `scipy.signal` that has the
+one name it looks up, and takes it away again afterwards: the first real
+`import scipy.signal` later imports the real module as usual. What is lost: torchmetrics'
+alias `scipy.signal.hamming` for scipy >= 1.13 (used only by the `srmrpy` package behind its
+SRMR speech metric; `scipy.signal.windows.hamming` is the real function).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import types
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+_NAME = "scipy.signal"
+
+
+def _hamming(*args, **kwargs):
+    """scipy's Hamming window (what torchmetrics would alias), imported when called."""
+    from scipy.signal.windows import hamming
+
+    return hamming(*args, **kwargs)
+
+
+@contextmanager
+def scipy_signal_deferred() -> Iterator[None]:
+    """Inside: `import scipy.signal` gives a stand-in with `hamming` only. Nothing changes
+    when scipy is missing or `scipy.signal` is already imported."""
+    if _NAME in sys.modules or importlib.util.find_spec("scipy") is None:
+        yield
+        return
+    import scipy
+
+    stand_in = types.ModuleType(_NAME, "stand-in while torchmetrics imports (autotimm)")
+    stand_in.hamming = _hamming
+    sys.modules[_NAME] = stand_in
+    try:
+        yield
+    finally:
+        if sys.modules.get(_NAME) is stand_in:
+            del sys.modules[_NAME]
+        if scipy.__dict__.get("signal") is stand_in:
+            del scipy.signal
