@@ -1,10 +1,16 @@
 """What ImageClassifier logs per step and per epoch, at a few device ops per step.
 
 Each Lightning `self.log` call costs about 1 ms of Python (on a CPU step of 20-40 ms, or a
-GPU step of a few ms, that is the framework's whole budget). So every step only feeds the
-metrics and a device-side loss sum; `self.log` runs on the steps whose values reach the
-loggers (every `trainer.log_every_n_steps`, as Lightning decides) and once per epoch with
-the epoch values. The logged keys and values are the same as logging every step.
+GPU step of a few ms, that is the framework's whole budget). So every step only keeps its
+logits and targets and adds to a device-side loss sum; `self.log` runs on the steps whose
+values reach the loggers (every `trainer.log_every_n_steps`, as Lightning decides) and once
+per epoch with the epoch values. The logged keys and values are the same as logging every
+step.
+
+The metrics get the kept batches in one `update` (concatenated) on those steps, at the
+epoch's end and whenever more than `PENDING_LIMIT` logits wait: torchmetrics' states are
+sums and concatenations over the rows, so one update of many rows gives the same state as
+one per batch, at about 0.1 ms of Python per update instead of per step.
 """
 
 from __future__ import annotations
@@ -14,6 +20,9 @@ from typing import Any
 import torch
 
 from autotimm.metrics import STAGES, MetricManager
+
+# logits elements kept before the metrics are updated anyway (16 MiB in float32)
+PENDING_LIMIT = 1 << 22
 
 
 def is_logging_step(trainer: Any, batch_idx: int) -> bool:
@@ -58,6 +67,33 @@ class LossMean:
         self.total, self.count = None, 0
 
 
+class PendingBatches:
+    """Detached logits and targets of the steps since the metrics' last update."""
+
+    def __init__(self) -> None:
+        self.logits: list[torch.Tensor] = []
+        self.targets: list[torch.Tensor] = []
+        self.elements = 0
+
+    def keep(self, logits: torch.Tensor, target: torch.Tensor) -> int:
+        """Keep one batch; returns the logits elements kept in all."""
+        self.logits.append(logits.detach())
+        self.targets.append(target.detach())
+        self.elements += logits.numel()
+        return self.elements
+
+    def take(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Everything kept, concatenated (None when nothing is); empties the store."""
+        if not self.logits:
+            return None
+        batches = (torch.cat(self.logits), torch.cat(self.targets))
+        self.clear()
+        return batches
+
+    def clear(self) -> None:
+        self.logits, self.targets, self.elements = [], [], 0
+
+
 class StageLogs:
     """Per-stage loss means and metric logging for a LightningModule.
 
@@ -69,9 +105,17 @@ class StageLogs:
     def __init__(self, metrics: MetricManager) -> None:
         self.metrics = metrics
         self.losses = {stage: LossMean() for stage in STAGES}
+        self.pending = {stage: PendingBatches() for stage in STAGES}
 
     def start_epoch(self, stage: str) -> None:
         self.losses[stage].reset()
+        self.pending[stage].clear()
+
+    def flush(self, stage: str) -> None:
+        """Give the metrics of `stage` every batch kept since the last update."""
+        batches = self.pending[stage].take()
+        if batches is not None:
+            self.metrics.update(stage, *batches, step_values=False)
 
     def step(
         self,
@@ -84,9 +128,15 @@ class StageLogs:
     ) -> None:
         """Accumulate one batch; with `log_step`, also log its per-step values."""
         self.losses[stage].update(loss, int(target.shape[0]))
-        step_values = self.metrics.update(stage, logits, target, step_values=log_step)
         if not log_step:
+            if (
+                len(self.metrics.get(stage))
+                and self.pending[stage].keep(logits, target) > PENDING_LIMIT
+            ):
+                self.flush(stage)
             return
+        self.flush(stage)
+        step_values = self.metrics.update(stage, logits, target, step_values=True)
         if stage == "train":
             module.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
         for name, value in step_values.items():
@@ -101,6 +151,7 @@ class StageLogs:
 
     def end_epoch(self, module: Any, stage: str) -> None:
         """Log the epoch values of `stage` (Lightning computes and resets the metrics)."""
+        self.flush(stage)
         loss = self.losses[stage]
         if not loss.count:
             return

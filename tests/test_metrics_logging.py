@@ -24,6 +24,7 @@ from helpers_library import (  # noqa: F401
 from lightning.pytorch.loggers import CSVLogger
 
 from autotimm import LoggingConfig, MetricConfig, MetricManager
+from autotimm.step_logging import StageLogs
 
 
 def _metric(name, cls, stages, **extra):
@@ -398,3 +399,52 @@ def test_step_values_every_log_every_n_steps_and_exact_epoch_means(tmp_path, mon
     # not 7 x 4 as logging every step did
     train_calls = [name for _, name in calls if name.startswith("train/")]
     assert len(train_calls) <= 3 * 3 + 3, train_calls
+
+
+class _Logged:
+    """Stands in for the LightningModule: records what StageLogs logs."""
+
+    def __init__(self) -> None:
+        self.logged: dict[str, object] = {}
+
+    def log(self, name, value, **kwargs) -> None:
+        self.logged[name] = value
+
+
+@pytest.mark.parametrize("limit", [None, 100])
+def test_kept_batches_give_the_metrics_the_same_epoch_state(monkeypatch, limit):
+    """Steps that log nothing keep their logits and the metrics get them in one update
+    (at a logging step, at the epoch's end, or past PENDING_LIMIT elements): the epoch
+    values equal those of one update per batch, and a logging step's value is its own
+    batch's."""
+    from autotimm import step_logging
+
+    if limit is not None:  # 100 elements: every second batch of 8 x 10 logits flushes
+        monkeypatch.setattr(step_logging, "PENDING_LIMIT", limit)
+    configs = [
+        _metric("accuracy", "Accuracy", ["train"], log_on_step=True),
+        _metric("f1_macro", "F1Score", ["train"], params={"average": "macro"}),
+        _metric("auroc", "AUROC", ["train"]),
+    ]
+    kept = StageLogs(MetricManager(configs, num_classes=NUM_CLASSES))
+    reference = MetricManager(configs, num_classes=NUM_CLASSES)
+    gen = torch.Generator().manual_seed(0)
+    module = _Logged()
+    kept.start_epoch("train")
+    for step in range(9):
+        logits = torch.randn(8, NUM_CLASSES, generator=gen)
+        target = torch.randint(0, NUM_CLASSES, (8,), generator=gen)
+        log_step = step == 4
+        kept.step(module, "train", logits, target, torch.tensor(1.0), log_step)
+        reference.update("train", logits, target, step_values=False)
+        if log_step:
+            batch_only = (logits.argmax(-1) == target).float().mean()
+            assert float(module.logged["train/accuracy_step"]) == pytest.approx(float(batch_only))
+        if limit is not None:
+            assert kept.pending["train"].elements <= limit
+    kept.end_epoch(module, "train")
+    for name, metric in reference.get("train").items():
+        assert float(module.logged[f"train/{name}"].compute()) == pytest.approx(
+            float(metric.compute()), abs=1e-6
+        ), name
+    assert kept.pending["train"].elements == 0
