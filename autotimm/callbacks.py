@@ -90,10 +90,14 @@ class ValidationHistory(L.Callback):
 
 
 class RichProgressBar(_RichProgressBar):
-    """Lightning's rich progress bar, reading the logged metrics every few training steps.
+    """Lightning's rich progress bar, reading the logged metrics only on some training steps.
 
     Reading them turns the step loss into a Python number: a GPU->host sync that stops the
-    host from queueing the next step. The bar still moves every step.
+    host from queueing the next step, and ImageClassifier calls `self.log` (about 1 ms of
+    Python per value) only on the steps someone reads. So by default the bar reads them on
+    the steps the loggers write anyway (Lightning's `trainer.log_every_n_steps` rule) and
+    at each epoch's end; `metrics_every_n_steps=N` reads them every N training batches
+    instead. The bar still moves every step.
 
     `refresh_rate` is redraws per second (Lightning's default, 100, redraws after nearly every
     short step: about 1 ms of Python each, in a thread that holds the GIL). 10 is rich's own
@@ -101,18 +105,28 @@ class RichProgressBar(_RichProgressBar):
     """
 
     def __init__(
-        self, metrics_every_n_steps: int = 20, refresh_rate: int = 10, **kwargs: Any
+        self, metrics_every_n_steps: int | None = None, refresh_rate: int = 10, **kwargs: Any
     ) -> None:
         super().__init__(refresh_rate=refresh_rate, **kwargs)
-        if metrics_every_n_steps < 1:
-            raise ValueError(f"metrics_every_n_steps must be >= 1, got {metrics_every_n_steps}")
+        if metrics_every_n_steps is not None and (
+            isinstance(metrics_every_n_steps, bool) or int(metrics_every_n_steps) < 1
+        ):
+            raise ValueError(
+                f"metrics_every_n_steps must be >= 1 or null (the loggers' steps), "
+                f"got {metrics_every_n_steps!r}"
+            )
         self.metrics_every_n_steps = metrics_every_n_steps
         self._hold_metrics = False
 
     def reads_metrics(self, batch_idx: int) -> bool:
         """Whether the bar reads the logged metrics after training batch `batch_idx`
-        (ImageClassifier logs its step values on those steps)."""
-        return (batch_idx + 1) % self.metrics_every_n_steps == 0
+        (ImageClassifier logs its step values on those steps). Asked inside the step and
+        again at its end: Lightning counts the step only after both."""
+        if self.metrics_every_n_steps is not None:
+            return (batch_idx + 1) % self.metrics_every_n_steps == 0
+        trainer = self._trainer
+        connector = getattr(trainer, "_logger_connector", None)
+        return bool(getattr(connector, "should_update_logs", False))
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch: Any, batch_idx: int) -> None:
         self._hold_metrics = not self.reads_metrics(batch_idx)

@@ -137,8 +137,32 @@ def test_setup_is_idempotent_and_predict_uses_test_split():
     train, test = dm.train_dataset, dm.test_dataset
     dm.setup("test")
     assert dm.train_dataset is train and dm.test_dataset is test
-    assert dm.predict_dataloader().dataset is test
-    assert dm.test_dataloader().dataset is test
+    # the loaders read the same split (as uint8 images: see the test below)
+    assert dm.predict_dataloader().dataset.base is test.base
+    assert dm.test_dataloader().dataset.base is test.base
+
+
+def test_loader_batches_are_the_normalised_images_of_the_datasets():
+    """The loaders normalise whole uint8 batches (timm's prefetcher layout): the same
+    images as the per-image float transform of `val_dataset`, up to float rounding."""
+    dm = ImageDataModule("digits", image_size=16, batch_size=40)
+    x, y = next(iter(dm.val_dataloader()))
+    one_by_one = torch.stack([dm.val_dataset[i][0] for i in range(40)])
+    assert x.dtype == torch.float32 and x.shape == one_by_one.shape == (40, 3, 16, 16)
+    assert torch.allclose(x, one_by_one, atol=1e-5)
+    assert torch.equal(y, torch.tensor([int(dm.val_dataset[i][1]) for i in range(40)]))
+    assert dm.val_dataloader().dataset[0][0].dtype == torch.uint8  # what the workers make
+
+
+@pytest.mark.parametrize("re_prob", [0.0, 1.0])
+def test_random_erasing_reaches_every_training_batch(re_prob):
+    """The uint8 transform leaves random erasing out; the loader applies it to the batch
+    (timm's RandomErasing, constant mode: the erased pixels are exactly 0 after
+    normalising, which no real pixel is: (x - 255 mean) / (255 std) with integer x)."""
+    dm = ImageDataModule("digits", image_size=16, batch_size=32, re_prob=re_prob)
+    x, _ = next(iter(dm.train_dataloader()))
+    erased = (x == 0).all(dim=1).flatten(1).any(dim=1)  # an all-channel zero pixel
+    assert bool(erased.all()) if re_prob else not bool(erased.any())
 
 
 def test_seeded_splits_repeat_for_same_seed_and_change_with_seed():

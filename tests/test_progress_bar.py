@@ -11,8 +11,8 @@ from autotimm import ImageClassifier, MetricConfig
 from autotimm.callbacks import RichProgressBar
 
 
-def test_metrics_are_read_every_n_training_steps(monkeypatch, tmp_path):
-    bar = RichProgressBar(metrics_every_n_steps=3)
+def _reads_during_fit(monkeypatch, tmp_path, bar, **trainer_kwargs) -> tuple[list[int], dict]:
+    """The global steps at which `bar` read the logged metrics during one 7-step epoch."""
     reads: list[int] = []
     original = RichProgressBar.get_metrics
 
@@ -33,18 +33,44 @@ def test_metrics_are_read_every_n_training_steps(monkeypatch, tmp_path):
         enable_checkpointing=False,
         enable_model_summary=False,
         default_root_dir=tmp_path,
+        **trainer_kwargs,
     )
     trainer.fit(model, loader)
-    train_reads = [step for step in reads if 0 < step <= 7]
+    return [step for step in reads if 0 < step <= 7], bar.get_metrics(trainer, model)
+
+
+def test_metrics_are_read_every_n_training_steps(monkeypatch, tmp_path):
+    bar = RichProgressBar(metrics_every_n_steps=3)
+    train_reads, shown = _reads_during_fit(monkeypatch, tmp_path, bar, log_every_n_steps=5)
     # after steps 3 and 6, then once at the end of the epoch (step 7): not 7 reads
     assert train_reads[:2] == [3, 6]
     assert len(train_reads) <= 4
-    assert "train/loss" in bar.get_metrics(trainer, model)
+    assert "train/loss" in shown
+
+
+def test_by_default_metrics_are_read_on_the_loggers_steps(monkeypatch, tmp_path):
+    """No steps beyond those the loggers write: each read makes the step log its values."""
+    logged_steps: list[int] = []
+    original_log = L.LightningModule.log
+
+    def counting_log(self, name, *args, **kwargs):
+        if name == "train/loss":
+            logged_steps.append(self.trainer.global_step + 1)  # the step being run
+        return original_log(self, name, *args, **kwargs)
+
+    monkeypatch.setattr(L.LightningModule, "log", counting_log)
+    train_reads, shown = _reads_during_fit(
+        monkeypatch, tmp_path, RichProgressBar(), log_every_n_steps=2
+    )
+    assert train_reads[:3] == [2, 4, 6]  # log_every_n_steps=2, then the epoch's last step
+    assert logged_steps == [2, 4, 6, 7]
+    assert "train/loss" in shown
 
 
 def test_metrics_every_n_steps_must_be_positive():
-    with pytest.raises(ValueError, match="metrics_every_n_steps"):
+    with pytest.raises(ValueError, match="metrics_every_n_steps.*>= 1 or null.*got 0"):
         RichProgressBar(metrics_every_n_steps=0)
+    assert RichProgressBar(metrics_every_n_steps=None).metrics_every_n_steps is None
 
 
 def test_the_bar_redraws_ten_times_a_second_unless_told_otherwise():

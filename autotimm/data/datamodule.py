@@ -24,7 +24,12 @@ from autotimm.data.folds import check_fold_options, fold_splits
 from autotimm.data.multilabel import check_multi_label_options
 from autotimm.data.sources import SourceOptions, SourceSplits, download_source, get_source
 from autotimm.data.splits import limit_indices
-from autotimm.data.transforms import AugmentConfig, build_transform, resolve_data_config
+from autotimm.data.transforms import (
+    AugmentConfig,
+    NormalizingCollate,
+    build_transform,
+    resolve_data_config,
+)
 from autotimm.imbalance import check_imbalance_options, loader_order
 
 log = logging.getLogger(__name__)
@@ -192,6 +197,8 @@ class ImageDataModule(L.LightningDataModule):
         self._splits: SourceSplits | None = None
         self._data_config: dict[str, Any] | None = None
         self._datasets: dict[str, TransformedDataset] = {}
+        self._loader_datasets: dict[str, TransformedDataset] = {}
+        self._collates: dict[bool, NormalizingCollate] = {}
         self._encoded: dict[str, EncodedImageDataset] = {}
         self._device_transforms: dict[bool, Any] = {}
 
@@ -240,18 +247,40 @@ class ImageDataModule(L.LightningDataModule):
         return splits
 
     def _build_datasets(self, splits: SourceSplits) -> None:
-        """Wrap each split with its own transform: train augments, val/test never do."""
-        if splits.is_tensor:  # ready tensors at the input size: nothing to transform
-            train_tf = eval_tf = None
-        else:
-            train_tf = build_transform(self._data_config, True, self.augment)
-            eval_tf = build_transform(self._data_config, False)
+        """Wrap each split with its own transform: train augments, val/test never do.
+
+        The `*_dataset` properties give normalised float images; the loaders read the same
+        images as uint8 and normalise each batch at once (timm's loader layout, see
+        autotimm.data.transforms), which gives the same batches up to float rounding.
+        """
         mode = "L" if self.hparams.in_chans == 1 else "RGB"
-        self._datasets = {
-            "train": TransformedDataset(splits.train, train_tf, mode),
-            "val": TransformedDataset(splits.val, eval_tf, mode),
-            "test": TransformedDataset(splits.test, eval_tf, mode),
-        }
+        config, split_of = self._data_config, {"train": splits.train, "val": splits.val,
+                                               "test": splits.test}  # fmt: skip
+        if splits.is_tensor:  # ready tensors at the input size: nothing to transform
+            self._datasets = {s: TransformedDataset(ds, None, mode) for s, ds in split_of.items()}
+            self._loader_datasets, self._collates = self._datasets, {}
+        else:
+            transforms = {
+                uint8: {
+                    "train": build_transform(config, True, self.augment, uint8=uint8),
+                    "eval": build_transform(config, False, uint8=uint8),
+                }
+                for uint8 in (False, True)
+            }
+            self._datasets, self._loader_datasets = (
+                {
+                    split: TransformedDataset(
+                        ds, transforms[uint8]["train" if split == "train" else "eval"], mode
+                    )
+                    for split, ds in split_of.items()
+                }
+                for uint8 in (False, True)
+            )
+            re_prob = 0.0 if self.augment.no_aug else self.augment.re_prob
+            self._collates = {
+                True: NormalizingCollate(config["mean"], config["std"], re_prob),
+                False: NormalizingCollate(config["mean"], config["std"]),
+            }
         if self.decode_on_device:
             from autotimm.data.gpu_transforms import DeviceTransform
 
@@ -319,7 +348,7 @@ class ImageDataModule(L.LightningDataModule):
     def _loader(self, split: str, train: bool) -> DataLoader:
         self._load()
         encoded = self.decode_on_device
-        dataset: Dataset = self._encoded[split] if encoded else self._datasets[split]
+        dataset: Dataset = self._encoded[split] if encoded else self._loader_datasets[split]
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
@@ -330,7 +359,7 @@ class ImageDataModule(L.LightningDataModule):
             # encoded bytes stay on the host (nvjpeg reads host memory): nothing to pin
             pin_memory=self.pin_memory and not encoded,
             persistent_workers=self.persistent_workers,
-            collate_fn=collate_encoded if encoded else None,
+            collate_fn=collate_encoded if encoded else self._collates.get(train),
         )
 
     def train_dataloader(self) -> DataLoader:

