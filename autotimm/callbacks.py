@@ -95,9 +95,11 @@ class RichProgressBar(_RichProgressBar):
     Reading them turns the step loss into a Python number: a GPU->host sync that stops the
     host from queueing the next step, and ImageClassifier calls `self.log` (about 1 ms of
     Python per value) only on the steps someone reads. So by default the bar reads them on
-    the steps the loggers write anyway (Lightning's `trainer.log_every_n_steps` rule) and
-    at each epoch's end; `metrics_every_n_steps=N` reads them every N training batches
-    instead. The bar still moves every step.
+    the steps the loggers write anyway (Lightning's `trainer.log_every_n_steps` rule), at
+    each epoch's end, and when `metrics_every_s` seconds have passed since it last read
+    them (slow steps: the numbers stay live; such a read costs little next to the step).
+    `metrics_every_n_steps=N` reads them every N training batches instead of the loggers'
+    steps. The bar still moves every step.
 
     `refresh_rate` is redraws per second (Lightning's default, 100, redraws after nearly every
     short step: about 1 ms of Python each, in a thread that holds the GIL). 10 is rich's own
@@ -105,7 +107,11 @@ class RichProgressBar(_RichProgressBar):
     """
 
     def __init__(
-        self, metrics_every_n_steps: int | None = None, refresh_rate: int = 10, **kwargs: Any
+        self,
+        metrics_every_n_steps: int | None = None,
+        metrics_every_s: float = 2.0,
+        refresh_rate: int = 10,
+        **kwargs: Any,
     ) -> None:
         super().__init__(refresh_rate=refresh_rate, **kwargs)
         if metrics_every_n_steps is not None and (
@@ -115,18 +121,37 @@ class RichProgressBar(_RichProgressBar):
                 f"metrics_every_n_steps must be >= 1 or null (the loggers' steps), "
                 f"got {metrics_every_n_steps!r}"
             )
+        if not float(metrics_every_s) > 0:
+            raise ValueError(f"metrics_every_s must be > 0 seconds, got {metrics_every_s!r}")
         self.metrics_every_n_steps = metrics_every_n_steps
+        self.metrics_every_s = float(metrics_every_s)
         self._hold_metrics = False
+        self._last_read = time.monotonic()
+        self._decided: tuple[tuple[int, int], bool] | None = None
 
     def reads_metrics(self, batch_idx: int) -> bool:
         """Whether the bar reads the logged metrics after training batch `batch_idx`
         (ImageClassifier logs its step values on those steps). Asked inside the step and
-        again at its end: Lightning counts the step only after both."""
+        again at its end, with one answer per batch."""
+        trainer = self._trainer
+        key = (getattr(trainer, "current_epoch", 0), batch_idx)
+        if self._decided is None or self._decided[0] != key:
+            now = time.monotonic()
+            reads = self._on_schedule(batch_idx) or now - self._last_read >= self.metrics_every_s
+            if reads:
+                self._last_read = now
+            self._decided = (key, reads)
+        return self._decided[1]
+
+    def _on_schedule(self, batch_idx: int) -> bool:
         if self.metrics_every_n_steps is not None:
             return (batch_idx + 1) % self.metrics_every_n_steps == 0
-        trainer = self._trainer
-        connector = getattr(trainer, "_logger_connector", None)
+        connector = getattr(self._trainer, "_logger_connector", None)
         return bool(getattr(connector, "should_update_logs", False))
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        super().on_train_epoch_start(trainer, pl_module)
+        self._last_read = time.monotonic()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch: Any, batch_idx: int) -> None:
         self._hold_metrics = not self.reads_metrics(batch_idx)

@@ -60,17 +60,27 @@ def test_by_default_metrics_are_read_on_the_loggers_steps(monkeypatch, tmp_path)
 
     monkeypatch.setattr(L.LightningModule, "log", counting_log)
     train_reads, shown = _reads_during_fit(
-        monkeypatch, tmp_path, RichProgressBar(), log_every_n_steps=2
+        monkeypatch, tmp_path, RichProgressBar(metrics_every_s=3600), log_every_n_steps=2
     )
     assert train_reads[:3] == [2, 4, 6]  # log_every_n_steps=2, then the epoch's last step
     assert logged_steps == [2, 4, 6, 7]
     assert "train/loss" in shown
 
 
+def test_slow_steps_are_read_after_metrics_every_s(monkeypatch, tmp_path):
+    """A step slower than metrics_every_s is read (and logs) although the loggers' next
+    step is far: the numbers on the bar stay live on slow models."""
+    bar = RichProgressBar(metrics_every_s=1e-9)  # every step is "slow"
+    train_reads, _ = _reads_during_fit(monkeypatch, tmp_path, bar, log_every_n_steps=50)
+    assert train_reads[:7] == [1, 2, 3, 4, 5, 6, 7]
+
+
 def test_metrics_every_n_steps_must_be_positive():
     with pytest.raises(ValueError, match="metrics_every_n_steps.*>= 1 or null.*got 0"):
         RichProgressBar(metrics_every_n_steps=0)
     assert RichProgressBar(metrics_every_n_steps=None).metrics_every_n_steps is None
+    with pytest.raises(ValueError, match="metrics_every_s must be > 0 seconds, got 0"):
+        RichProgressBar(metrics_every_s=0)
 
 
 def test_the_bar_redraws_ten_times_a_second_unless_told_otherwise():
