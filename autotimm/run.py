@@ -139,7 +139,7 @@ def _quiet_known_warnings() -> None:
     # user can act on
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
     # an epoch shorter than trainer.log_every_n_steps still logs: the steps count across
-    # epochs, and every epoch logs its epoch values (the default digits run has 45 batches)
+    # epochs, and every epoch logs its epoch values (the default digits run has 19 batches)
     warnings.filterwarnings("ignore", message=r".*smaller than the logging interval.*")
 
 
