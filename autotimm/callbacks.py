@@ -97,7 +97,8 @@ class RichProgressBar(_RichProgressBar):
     Python per value) only on the steps someone reads. So by default the bar reads them on
     the steps the loggers write anyway (Lightning's `trainer.log_every_n_steps` rule), at
     each epoch's end, and when `metrics_every_s` seconds have passed since it last read
-    them (slow steps: the numbers stay live; such a read costs little next to the step).
+    them (slow steps, single-process runs: the numbers stay live; such a read costs little
+    next to the step).
     `metrics_every_n_steps=N` reads them every N training batches instead of the loggers'
     steps. The bar still moves every step.
 
@@ -109,8 +110,9 @@ class RichProgressBar(_RichProgressBar):
     def __init__(
         self,
         metrics_every_n_steps: int | None = None,
-        metrics_every_s: float = 2.0,
         refresh_rate: int = 10,
+        *,
+        metrics_every_s: float = 2.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(refresh_rate=refresh_rate, **kwargs)
@@ -137,7 +139,11 @@ class RichProgressBar(_RichProgressBar):
         key = (getattr(trainer, "current_epoch", 0), batch_idx)
         if self._decided is None or self._decided[0] != key:
             now = time.monotonic()
-            reads = self._on_schedule(batch_idx) or now - self._last_read >= self.metrics_every_s
+            # one process only: each rank's own clock could make ranks log on different steps
+            late = getattr(trainer, "world_size", 1) == 1 and (
+                now - self._last_read >= self.metrics_every_s
+            )
+            reads = self._on_schedule(batch_idx) or late
             if reads:
                 self._last_read = now
             self._decided = (key, reads)

@@ -31,6 +31,9 @@ from autotimm.utils import import_object, to_plain
 
 log = logging.getLogger(__name__)
 
+# logits elements a stage keeps before its metrics are updated anyway (16 MiB in float32)
+PENDING_LIMIT = 1 << 22
+
 BACKENDS = ("torchmetrics", "custom")
 PREDS_TYPES = ("probs", "logits", "labels")
 
@@ -235,6 +238,7 @@ class MetricManager(nn.Module):
             raise ValueError(f"Metric names must be unique; repeated: {duplicates}")
         self._by_name = {c.name: c for c in self._configs}
         self._feeds = {c.name: self._feed(c) for c in self._configs}
+        self._kept = {stage: KeptBatches() for stage in STAGES}
         if self.multi_label:  # compared on the logits' device, so it follows `.to()`
             self.register_buffer("label_threshold", torch.tensor(self.threshold), False)
         # One ModuleDict per stage (`train_metrics`, ...): separate state per stage.
@@ -321,15 +325,15 @@ class MetricManager(nn.Module):
 
     def get_train_metrics(self) -> nn.ModuleDict:
         """Train metrics, name -> torchmetrics instance (the ones the model updates)."""
-        return self.get("train")
+        return self.read("train")
 
     def get_val_metrics(self) -> nn.ModuleDict:
         """Validation metrics, name -> torchmetrics instance."""
-        return self.get("val")
+        return self.read("val")
 
     def get_test_metrics(self) -> nn.ModuleDict:
         """Test metrics, name -> torchmetrics instance."""
-        return self.get("test")
+        return self.read("test")
 
     def get_metric_config(self, stage: str, name: str) -> MetricConfig | None:
         """The config of metric `name` in `stage` (None when it does not run there)."""
@@ -338,7 +342,7 @@ class MetricManager(nn.Module):
     def get_metric_by_name(self, name: str, stage: str | None = None) -> nn.Module | None:
         """The metric instance `name` of `stage` (no stage: val, then train, then test)."""
         stages = [_stage(stage)] if stage is not None else ["val", "train", "test"]
-        found = (self.get(s)[name] for s in stages if name in self.get(s))
+        found = (self.read(s)[name] for s in stages if name in self.get(s))
         return next(found, None)
 
     def get_config_by_name(self, name: str) -> MetricConfig | None:
@@ -348,7 +352,46 @@ class MetricManager(nn.Module):
     # ------------------------------------------------ what the model calls
 
     def get(self, stage: str) -> nn.ModuleDict:
-        return getattr(self, f"{stage}_metrics")
+        """The metrics of `stage` as they are (kept batches not fed: see `read`)."""
+        return self._modules[f"{stage}_metrics"]  # type: ignore[return-value]
+
+    def read(self, stage: str) -> nn.ModuleDict:
+        """The metrics of `stage` with every kept batch fed: what users read mid-epoch
+        (`model.val_metrics`, `manager.train_metrics`, the `get_*` methods)."""
+        self.flush(stage)
+        return self.get(stage)
+
+    def __getattr__(self, name: str) -> Any:
+        # `manager.train_metrics` & co. (nn.Module finds them in _modules, through here)
+        if name in _STAGE_ATTRS and "_kept" in self.__dict__:
+            self.flush(name[: -len("_metrics")])
+        return super().__getattr__(name)
+
+    def keep(self, stage: str, logits: torch.Tensor, target: torch.Tensor) -> None:
+        """One batch for the metrics of `stage`, fed later in one concatenated `update`
+        (`flush`: at a logging step, at the epoch's end, when someone reads the metrics,
+        or past PENDING_LIMIT kept logits). Stages with a `custom` metric, whose state
+        may count updates, are updated at once."""
+        metrics = self.get(stage)
+        if not len(metrics):
+            return
+        if any(self._by_name[name].backend != "torchmetrics" for name in metrics):
+            self.update(stage, logits, target, step_values=False)
+            return
+        # CUDA graphs (compile_mode reduce-overhead/max-autotune) reuse the output buffer
+        kept = logits.detach().clone() if logits.is_cuda else logits.detach()
+        if self._kept[stage].keep(kept, target) > PENDING_LIMIT:
+            self.flush(stage)
+
+    def flush(self, stage: str) -> None:
+        """Feed the metrics of `stage` every batch kept since their last update."""
+        batches = self._kept[stage].take()
+        if batches is not None:
+            self.update(stage, *batches, step_values=False)
+
+    def discard_kept(self, stage: str) -> None:
+        """Forget kept batches (an epoch starts: its metrics were reset)."""
+        self._kept[stage].clear()
 
     def config(self, name: str) -> MetricConfig:
         if name not in self._by_name:
@@ -384,6 +427,36 @@ class MetricManager(nn.Module):
             else:
                 metric.update(inputs[feed], target)
         return values
+
+
+_STAGE_ATTRS = frozenset(f"{stage}_metrics" for stage in STAGES)
+
+
+class KeptBatches:
+    """Detached logits and targets of the steps since the metrics' last update."""
+
+    def __init__(self) -> None:
+        self.logits: list[torch.Tensor] = []
+        self.targets: list[torch.Tensor] = []
+        self.elements = 0
+
+    def keep(self, logits: torch.Tensor, target: torch.Tensor) -> int:
+        """Keep one batch; returns the logits elements kept in all."""
+        self.logits.append(logits)
+        self.targets.append(target.detach())
+        self.elements += logits.numel()
+        return self.elements
+
+    def take(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Everything kept, concatenated (None when nothing is); empties the store."""
+        if not self.logits:
+            return None
+        batches = (torch.cat(self.logits), torch.cat(self.targets))
+        self.clear()
+        return batches
+
+    def clear(self) -> None:
+        self.logits, self.targets, self.elements = [], [], 0
 
 
 def _stage(stage: str) -> str:

@@ -7,10 +7,10 @@ values reach the loggers (every `trainer.log_every_n_steps`, as Lightning decide
 per epoch with the epoch values. The logged keys and values are the same as logging every
 step.
 
-The metrics get the kept batches in one `update` (concatenated) on those steps, at the
-epoch's end and whenever more than `PENDING_LIMIT` logits wait: torchmetrics' states are
-sums and concatenations over the rows, so one update of many rows gives the same state as
-one per batch, at about 0.1 ms of Python per update instead of per step.
+The metrics get the kept batches in one `update` (concatenated) on those steps and at the
+epoch's end (`MetricManager.keep`/`flush`: torchmetrics' states are sums and concatenations
+over the rows, so one update of many rows gives the same state as one per batch, at about
+0.1 ms of Python per update instead of per step).
 """
 
 from __future__ import annotations
@@ -20,9 +20,6 @@ from typing import Any
 import torch
 
 from autotimm.metrics import STAGES, MetricManager
-
-# logits elements kept before the metrics are updated anyway (16 MiB in float32)
-PENDING_LIMIT = 1 << 22
 
 
 def is_logging_step(trainer: Any, batch_idx: int) -> bool:
@@ -67,33 +64,6 @@ class LossMean:
         self.total, self.count = None, 0
 
 
-class PendingBatches:
-    """Detached logits and targets of the steps since the metrics' last update."""
-
-    def __init__(self) -> None:
-        self.logits: list[torch.Tensor] = []
-        self.targets: list[torch.Tensor] = []
-        self.elements = 0
-
-    def keep(self, logits: torch.Tensor, target: torch.Tensor) -> int:
-        """Keep one batch; returns the logits elements kept in all."""
-        self.logits.append(logits.detach())
-        self.targets.append(target.detach())
-        self.elements += logits.numel()
-        return self.elements
-
-    def take(self) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """Everything kept, concatenated (None when nothing is); empties the store."""
-        if not self.logits:
-            return None
-        batches = (torch.cat(self.logits), torch.cat(self.targets))
-        self.clear()
-        return batches
-
-    def clear(self) -> None:
-        self.logits, self.targets, self.elements = [], [], 0
-
-
 class StageLogs:
     """Per-stage loss means and metric logging for a LightningModule.
 
@@ -105,17 +75,10 @@ class StageLogs:
     def __init__(self, metrics: MetricManager) -> None:
         self.metrics = metrics
         self.losses = {stage: LossMean() for stage in STAGES}
-        self.pending = {stage: PendingBatches() for stage in STAGES}
 
     def start_epoch(self, stage: str) -> None:
         self.losses[stage].reset()
-        self.pending[stage].clear()
-
-    def flush(self, stage: str) -> None:
-        """Give the metrics of `stage` every batch kept since the last update."""
-        batches = self.pending[stage].take()
-        if batches is not None:
-            self.metrics.update(stage, *batches, step_values=False)
+        self.metrics.discard_kept(stage)
 
     def step(
         self,
@@ -129,13 +92,9 @@ class StageLogs:
         """Accumulate one batch; with `log_step`, also log its per-step values."""
         self.losses[stage].update(loss, int(target.shape[0]))
         if not log_step:
-            if (
-                len(self.metrics.get(stage))
-                and self.pending[stage].keep(logits, target) > PENDING_LIMIT
-            ):
-                self.flush(stage)
+            self.metrics.keep(stage, logits, target)
             return
-        self.flush(stage)
+        self.metrics.flush(stage)
         step_values = self.metrics.update(stage, logits, target, step_values=True)
         if stage == "train":
             module.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
@@ -151,7 +110,7 @@ class StageLogs:
 
     def end_epoch(self, module: Any, stage: str) -> None:
         """Log the epoch values of `stage` (Lightning computes and resets the metrics)."""
-        self.flush(stage)
+        self.metrics.flush(stage)
         loss = self.losses[stage]
         if not loss.count:
             return

@@ -417,10 +417,10 @@ def test_kept_batches_give_the_metrics_the_same_epoch_state(monkeypatch, limit):
     (at a logging step, at the epoch's end, or past PENDING_LIMIT elements): the epoch
     values equal those of one update per batch, and a logging step's value is its own
     batch's."""
-    from autotimm import step_logging
+    from autotimm import metrics as metrics_module
 
     if limit is not None:  # 100 elements: every second batch of 8 x 10 logits flushes
-        monkeypatch.setattr(step_logging, "PENDING_LIMIT", limit)
+        monkeypatch.setattr(metrics_module, "PENDING_LIMIT", limit)
     configs = [
         _metric("accuracy", "Accuracy", ["train"], log_on_step=True),
         _metric("f1_macro", "F1Score", ["train"], params={"average": "macro"}),
@@ -441,10 +441,44 @@ def test_kept_batches_give_the_metrics_the_same_epoch_state(monkeypatch, limit):
             batch_only = (logits.argmax(-1) == target).float().mean()
             assert float(module.logged["train/accuracy_step"]) == pytest.approx(float(batch_only))
         if limit is not None:
-            assert kept.pending["train"].elements <= limit
+            assert kept.metrics._kept["train"].elements <= limit
     kept.end_epoch(module, "train")
     for name, metric in reference.get("train").items():
         assert float(module.logged[f"train/{name}"].compute()) == pytest.approx(
             float(metric.compute()), abs=1e-6
         ), name
-    assert kept.pending["train"].elements == 0
+    assert kept.metrics._kept["train"].elements == 0
+
+
+def test_metrics_read_mid_epoch_include_every_kept_batch():
+    """A callback reading `model.val_metrics` (or the manager's getters) before the epoch
+    ends sees every batch so far, as when each step updated the metrics."""
+    configs = [_metric("accuracy", "Accuracy", ["val"])]
+    gen = torch.Generator().manual_seed(1)
+    batches = [
+        (
+            torch.randn(8, NUM_CLASSES, generator=gen),
+            torch.randint(0, NUM_CLASSES, (8,), generator=gen),
+        )
+        for _ in range(3)
+    ]
+    expected = torch.cat([(lg.argmax(-1) == t).float() for lg, t in batches]).mean()
+    for read in (
+        lambda m: m.val_metrics["accuracy"],
+        lambda m: m.get_val_metrics()["accuracy"],
+        lambda m: m.get_metric_by_name("accuracy"),
+    ):
+        manager = MetricManager(configs, num_classes=NUM_CLASSES)
+        for logits, target in batches:
+            manager.keep("val", logits, target)
+        assert float(read(manager).compute()) == pytest.approx(float(expected))
+
+
+def test_custom_metrics_are_updated_on_every_step():
+    """A custom metric's state may count updates: its stage is not batched."""
+    RecordingMetric.instances.clear()
+    configs = [_metric("seen", "helpers_library.RecordingMetric", ["val"], backend="custom")]
+    manager = MetricManager(configs, num_classes=NUM_CLASSES)
+    for _ in range(3):
+        manager.keep("val", torch.randn(4, NUM_CLASSES), torch.randint(0, NUM_CLASSES, (4,)))
+    assert len(RecordingMetric.instances[0].seen) == 3
