@@ -57,8 +57,8 @@ def test_ddp_run_trains_with_two_processes_and_one_record(tmp_path, compose):
     assert single["val/loss"] == pytest.approx(record.val["val/loss"], rel=1e-4)
     # what rank zero alone saw (every second image) differs: the record is not one shard's
     datamodule.setup("validate")
-    whole = datamodule.val_dataloader()
-    shard = DataLoader(Subset(whole.dataset, range(0, len(whole.dataset), 2)), batch_size=32)
+    whole = datamodule.val_dataset  # normalised images (the loader's own dataset is uint8)
+    shard = DataLoader(Subset(whole, range(0, len(whole), 2)), batch_size=32)
     (half,) = trainer.validate(model, dataloaders=shard, verbose=False)
     assert half["val/loss"] != pytest.approx(record.val["val/loss"], rel=1e-4)
     assert 0 < record.test["test/accuracy"] <= 1
