@@ -179,6 +179,12 @@ class ImageClassifier(L.LightningModule):
     # ----------------------------------------------------------------- model
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Images (N, C, H, W) -> class logits (N, num_classes)."""
+        if x.dtype == torch.uint8:  # e.g. a DataLoader over a datamodule loader's .dataset
+            raise TypeError(
+                "ImageClassifier got uint8 images (N, C, H, W); it takes normalised float "
+                "images. ImageDataModule's loaders normalise whole batches in their "
+                "collate_fn: use `dm.val_dataset` (normalised), or that loader's collate_fn"
+            )
         return self.head(self.backbone(x))
 
     def train(self, mode: bool = True) -> ImageClassifier:

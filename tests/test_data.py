@@ -154,6 +154,21 @@ def test_loader_batches_are_the_normalised_images_of_the_datasets():
     assert dm.val_dataloader().dataset[0][0].dtype == torch.uint8  # what the workers make
 
 
+def test_uint8_images_get_a_clear_error_from_the_model():
+    """A DataLoader of one's own over a loader's (uint8) dataset: a message saying what to
+    use, not torch's "expected scalar type Byte"."""
+    from torch.utils.data import DataLoader
+
+    from autotimm import ImageClassifier
+
+    dm = ImageDataModule("digits", image_size=16, batch_size=8)
+    model = ImageClassifier("test_resnet", 10, metrics=[])
+    images, _ = next(iter(DataLoader(dm.val_dataloader().dataset, batch_size=8)))
+    with pytest.raises(TypeError, match=r"uint8 images.*dm\.val_dataset.*collate_fn"):
+        model(images)
+    assert model(next(iter(dm.val_dataloader()))[0]).shape == (8, 10)  # the loader's batches
+
+
 @pytest.mark.parametrize("re_prob", [0.0, 1.0])
 def test_random_erasing_reaches_every_training_batch(re_prob):
     """The uint8 transform leaves random erasing out; the loader applies it to the batch
