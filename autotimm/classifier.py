@@ -176,6 +176,17 @@ class ImageClassifier(L.LightningModule):
             self.val_confusion = MulticlassConfusionMatrix(num_classes=hp.num_classes)
         self.last_confusion_matrix: torch.Tensor | None = None
 
+    # Lightning sets `_current_fx_name` around every hook (about 45 times a training step)
+    # and the step sets `_log_step`: plain values, which nn.Module.__setattr__ checks
+    # against its parameters, buffers and submodules first (about 1 us apiece).
+    _PLAIN_ATTRIBUTES = frozenset({"_current_fx_name", "_log_step"})
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in ImageClassifier._PLAIN_ATTRIBUTES:
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
+
     # ----------------------------------------------------------------- model
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Images (N, C, H, W) -> class logits (N, num_classes)."""

@@ -106,10 +106,20 @@ def build_callbacks(cfg: DictConfig, *always: Any) -> list[Any]:
     return [*callbacks, *always, NonFiniteLossGuard()]
 
 
-def build_trainer(cfg: DictConfig, callbacks: list[Any], loggers: list[Any]) -> Any:
+def build_trainer(
+    cfg: DictConfig, callbacks: list[Any], loggers: list[Any] | bool, **overrides: Any
+) -> Any:
+    """The trainer node's Trainer (`overrides`: Trainer arguments that replace the node's).
+
+    With no profiler configured it gets autotimm's QuietProfiler (Lightning's default,
+    records nothing, minus its per-hook cost)."""
     from hydra.utils import instantiate
 
-    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    if cfg.trainer.get("profiler") is None and "profiler" not in overrides:
+        from autotimm.profiler import QuietProfiler
+
+        overrides["profiler"] = QuietProfiler()
+    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, **overrides)
 
 
 def tune_batch_size(trainer: Any, model: Any, datamodule: Any) -> int:

@@ -1,4 +1,5 @@
-"""Lightning's import without the 0.6 s of `scipy.signal` that nothing in a run uses.
+"""Lightning's import without the 0.6 s of `scipy.signal` that nothing in a run uses, and
+without the per-step NVML probe it switches on (`drop_nvml_check_without_nvml`).
 
 torchmetrics (which Lightning imports) imports `scipy.signal` whenever scipy is installed
 (optuna and scikit-learn bring it), only to look up `scipy.signal.hamming` for a
@@ -16,6 +17,7 @@ SRMR speech metric; `scipy.signal.windows.hamming` is the real function).
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 import types
 from collections.abc import Iterator
@@ -50,3 +52,28 @@ def scipy_signal_deferred() -> Iterator[None]:
             del sys.modules[_NAME]
         if scipy.__dict__.get("signal") is stand_in:
             del scipy.signal
+
+
+_NVML_CHECK = "PYTORCH_NVML_BASED_CUDA_CHECK"
+
+
+def drop_nvml_check_without_nvml() -> bool:
+    """Undo Lightning's `PYTORCH_NVML_BASED_CUDA_CHECK=1` where NVML cannot load.
+
+    Lightning sets it at import so that `torch.cuda.is_available()` asks NVML instead of
+    initialising CUDA (safe to fork afterwards). Without libnvidia-ml (CPU machines with a
+    CUDA build of torch), torch then tries a failing `dlopen` on every call and falls back
+    to the CUDA runtime's count, the same answer as with the variable unset. Adam and AdamW
+    call it every optimizer step (about 0.04 ms; timm's own train.py does not pay it).
+    Returns whether the variable was dropped.
+    """
+    if os.environ.get(_NVML_CHECK) != "1" or sys.platform != "linux":
+        return False
+    import ctypes
+
+    try:
+        ctypes.CDLL("libnvidia-ml.so.1")  # the library torch's check loads
+    except OSError:
+        del os.environ[_NVML_CHECK]
+        return True
+    return False

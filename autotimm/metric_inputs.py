@@ -32,6 +32,18 @@ def as_preds(
     return logits.float().sigmoid() if kind == "probs" else multi_hot(logits, threshold)
 
 
+def reads_only_argmax(metric: Any) -> bool:
+    """Whether a single-label metric reads its probabilities only through their argmax:
+    torchmetrics' multiclass stat-score metrics (Accuracy, F1Score, Precision, Recall,
+    Specificity, ...) at `top_k=1`. Fed the argmax labels instead, they compute the same
+    values without the softmax, and the metrics of a stage share one argmax (instead of one
+    each). Ties between equal probabilities may resolve differently; between logits, the
+    labels keep the larger one."""
+    from torchmetrics.classification import MulticlassStatScores
+
+    return isinstance(metric, MulticlassStatScores) and getattr(metric, "top_k", 1) == 1
+
+
 def as_targets(target: torch.Tensor) -> torch.Tensor:
     """Multi-hot targets as 0/1 ints: the float ones BCE trains on (> 0.5 counts as 1)."""
     return (target.detach() > 0.5).long() if target.is_floating_point() else target

@@ -26,6 +26,7 @@ from autotimm.metric_inputs import (
     fed_labels_for_threshold,
     left_out_multi_label,
     multi_label_params,
+    reads_only_argmax,
 )
 from autotimm.utils import import_object, to_plain
 
@@ -237,18 +238,20 @@ class MetricManager(nn.Module):
         if duplicates:
             raise ValueError(f"Metric names must be unique; repeated: {duplicates}")
         self._by_name = {c.name: c for c in self._configs}
-        self._feeds = {c.name: self._feed(c) for c in self._configs}
         self._kept = {stage: KeptBatches() for stage in STAGES}
         if self.multi_label:  # compared on the logits' device, so it follows `.to()`
             self.register_buffer("label_threshold", torch.tensor(self.threshold), False)
         # One ModuleDict per stage (`train_metrics`, ...): separate state per stage.
+        instances: dict[str, Any] = {}
         for stage in STAGES:
             built = {
                 c.name: c.build(self.num_classes, self.multi_label, self.threshold)
                 for c in self._configs
                 if stage in c.stages
             }
+            instances.update(built)
             setattr(self, f"{stage}_metrics", nn.ModuleDict(built))
+        self._feeds = {c.name: self._feed(c, instances.get(c.name)) for c in self._configs}
 
     @classmethod
     def for_model(
@@ -282,11 +285,13 @@ class MetricManager(nn.Module):
                     "a list of MetricConfig (the model builds its own manager)",
                 )
 
-    def _feed(self, config: MetricConfig) -> str:
-        """What `config`'s metric receives: its `preds`, or 0/1 labels (per-label threshold)."""
-        if self.multi_label and fed_labels_for_threshold(
-            config.resolve_class(), config.preds, self.threshold
-        ):
+    def _feed(self, config: MetricConfig, metric: Any) -> str:
+        """What `config`'s metric receives: its `preds`; 0/1 labels for per-label
+        thresholds; class labels where the probabilities would only be argmax-ed."""
+        if self.multi_label:
+            if fed_labels_for_threshold(config.resolve_class(), config.preds, self.threshold):
+                return "labels"
+        elif config.preds == "probs" and reads_only_argmax(metric):
             return "labels"
         return config.preds
 

@@ -20,10 +20,11 @@ def train(cfg: DictConfig) -> float | list[float]:
     """One training run. Writes the run record (results.json); returns the objective."""
     # timm and autotimm.data (the model and data nodes need them) are imported here too,
     # so that the freeze below includes them
-    from autotimm.lean_imports import scipy_signal_deferred
+    from autotimm.lean_imports import drop_nvml_check_without_nvml, scipy_signal_deferred
 
     with scipy_signal_deferred():  # 0.6 s nothing in a run uses (autotimm/lean_imports.py)
         import lightning as L
+    drop_nvml_check_without_nvml()  # a failing dlopen every Adam step on CPU machines
     import timm  # noqa: F401
     from hydra.utils import instantiate
 

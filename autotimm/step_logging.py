@@ -53,8 +53,10 @@ class LossMean:
         self.count = 0
 
     def update(self, loss: torch.Tensor, batch_size: int) -> None:
-        value = loss.detach().float() * batch_size
-        self.total = value if self.total is None else self.total + value
+        if self.total is None:
+            self.total = loss.detach().float() * batch_size
+        else:  # one in-place op a step (a half-precision loss adds into the float32 sum)
+            self.total.add_(loss.detach(), alpha=batch_size)
         self.count += batch_size
 
     def mean(self) -> torch.Tensor | None:

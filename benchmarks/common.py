@@ -65,6 +65,11 @@ def resolve_precision(precision: str | None, device: Any) -> str:
 def prepare(args: Any) -> tuple[Any, str]:
     """The shared start of every benchmark: quiet Lightning, threads, device, precision."""
     quiet_lightning()
+    import lightning  # noqa: F401  (sets PYTORCH_NVML_BASED_CUDA_CHECK)
+
+    from autotimm.lean_imports import drop_nvml_check_without_nvml
+
+    drop_nvml_check_without_nvml()  # as autotimm.run does: neither side pays the probe
     set_threads(getattr(args, "threads", None))
     device = resolve_device(args.device)
     precision = resolve_precision(args.precision, device)
@@ -199,16 +204,16 @@ def fit_timed(
     No validation or checkpointing (the training step and the data path only); no logger
     unless one is given. Returns the timed images per second.
     """
-    from hydra.utils import instantiate
+    from autotimm.compose import build_trainer
 
     timer = step_timer(warmup, warmup + steps, clock_name)
     extra: dict[str, Any] = {}
     if not callbacks:
         extra = {"enable_progress_bar": False, "enable_model_summary": False}
-    trainer = instantiate(
-        cfg.trainer,
-        callbacks=[timer, *callbacks],
-        logger=logger,
+    trainer = build_trainer(
+        cfg,
+        [timer, *callbacks],
+        logger,
         enable_checkpointing=False,
         max_epochs=-1,
         max_steps=warmup + steps,

@@ -137,6 +137,49 @@ def test_metrics_receive_probabilities_or_labels():
     assert torch.equal(labels, probs.argmax(-1))
 
 
+def test_argmax_only_metrics_get_labels_with_the_values_probabilities_give():
+    """Stat-score metrics at top_k=1 read probabilities only through their argmax: they are
+    fed the labels (one argmax for all, no softmax); the others keep the probabilities."""
+    from torchmetrics.classification import (
+        MulticlassAccuracy,
+        MulticlassAUROC,
+        MulticlassF1Score,
+        MulticlassPrecision,
+    )
+
+    configs = [
+        _metric("accuracy", "Accuracy", ["val"]),
+        _metric("f1", "F1Score", ["val"], params={"average": "macro"}),
+        _metric("precision", "Precision", ["val"], params={"average": "weighted"}),
+        _metric("top3", "Accuracy", ["val"], params={"top_k": 3}),
+        _metric("auroc", "AUROC", ["val"]),
+    ]
+    manager = MetricManager(configs, num_classes=NUM_CLASSES)
+    assert manager._feeds == {
+        "accuracy": "labels",
+        "f1": "labels",
+        "precision": "labels",
+        "top3": "probs",
+        "auroc": "probs",
+    }
+    references = {
+        "accuracy": MulticlassAccuracy(NUM_CLASSES, average="micro"),
+        "f1": MulticlassF1Score(NUM_CLASSES, average="macro"),
+        "precision": MulticlassPrecision(NUM_CLASSES, average="weighted"),
+        "top3": MulticlassAccuracy(NUM_CLASSES, top_k=3, average="micro"),
+        "auroc": MulticlassAUROC(NUM_CLASSES),
+    }
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        logits = torch.randn(40, NUM_CLASSES, generator=generator) * 3
+        target = torch.randint(0, NUM_CLASSES, (40,), generator=generator)
+        manager.update("val", logits, target, step_values=False)
+        for reference in references.values():
+            reference.update(logits.softmax(-1), target)
+    for name, metric in manager.get("val").items():
+        assert metric.compute().item() == pytest.approx(references[name].compute().item()), name
+
+
 def test_metric_manager_separate_instances_per_stage():
     manager = MetricManager(
         [_metric("accuracy", "Accuracy", ["train", "val"])], num_classes=NUM_CLASSES

@@ -1,0 +1,91 @@
+"""What keeps the framework's per-training-step Python small (issue 13), and that each piece
+changes nothing a run computes: the Trainer's quiet profiler, ImageClassifier's plain
+attributes, the in-place epoch loss sum, and the NVML probe Lightning switches on."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import sys
+
+import pytest
+import torch
+from lightning.pytorch.profilers import PassThroughProfiler, SimpleProfiler
+
+from autotimm import ImageClassifier
+from autotimm.compose import build_trainer
+from autotimm.lean_imports import drop_nvml_check_without_nvml
+from autotimm.profiler import QuietProfiler
+from autotimm.step_logging import LossMean
+
+
+def test_trainer_gets_the_quiet_profiler_unless_one_is_configured(compose):
+    trainer = build_trainer(compose(["trainer.accelerator=cpu"]), [], [])
+    assert type(trainer.profiler) is QuietProfiler
+    assert isinstance(trainer.profiler, PassThroughProfiler)  # Lightning's default, same API
+    # a configured profiler is the user's (debug=profiler: Lightning's SimpleProfiler)
+    chosen = build_trainer(compose(["trainer.accelerator=cpu", "debug=profiler"]), [], [])
+    assert isinstance(chosen.profiler, SimpleProfiler)
+    # an explicit argument wins too
+    explicit = build_trainer(compose(["trainer.accelerator=cpu"]), [], [], profiler="simple")
+    assert isinstance(explicit.profiler, SimpleProfiler)
+
+
+def test_quiet_profiler_contexts_nest_and_record_nothing():
+    profiler = QuietProfiler()
+    with profiler.profile("outer"), profiler.profile("inner"), profiler.profile("outer"):
+        pass
+    with pytest.raises(KeyError):  # exceptions pass through, as with Lightning's
+        with profiler.profile("raises"):
+            raise KeyError("x")
+    assert profiler.summary() == ""
+
+
+def test_plain_attributes_skip_module_registration_others_do_not():
+    model = ImageClassifier("test_resnet", num_classes=3, metrics=[])
+    model._current_fx_name = "training_step"
+    model._log_step = True
+    assert model.__dict__["_current_fx_name"] == "training_step"
+    assert model.__dict__["_log_step"] is True
+    # everything else still goes through nn.Module: submodules, parameters, buffers
+    model.extra = torch.nn.Linear(2, 2)
+    model.scale = torch.nn.Parameter(torch.ones(1))
+    assert "extra" in model._modules and "extra" not in model.__dict__
+    assert "scale" in model._parameters
+    assert any(name == "scale" for name, _ in model.named_parameters())
+
+
+def test_epoch_loss_sum_in_place_keeps_the_weighted_mean_and_the_losses():
+    mean = LossMean()
+    first = torch.tensor(1.0, dtype=torch.bfloat16)
+    second = torch.tensor(4.0, dtype=torch.bfloat16)
+    mean.update(first, 2)
+    mean.update(second, 1)
+    assert mean.total.dtype == torch.float32  # half-precision losses add into float32
+    assert mean.mean().item() == pytest.approx(2.0)
+    assert first.item() == 1.0 and second.item() == 4.0  # the step's losses are untouched
+    mean.reset()
+    mean.update(torch.tensor(3.0), 4)
+    assert mean.mean().item() == pytest.approx(3.0) and mean.count == 4
+
+
+@pytest.mark.parametrize("loadable", [False, True])
+def test_nvml_probe_dropped_only_where_nvml_cannot_load(monkeypatch, loadable):
+    if sys.platform != "linux":
+        pytest.skip("the probe loads libnvidia-ml.so.1: Linux only")
+
+    def fake_cdll(name, *args, **kwargs):
+        assert name == "libnvidia-ml.so.1"
+        if not loadable:
+            raise OSError(f"{name}: cannot open shared object file")
+        return object()
+
+    monkeypatch.setattr(ctypes, "CDLL", fake_cdll)
+    monkeypatch.setenv("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
+    assert drop_nvml_check_without_nvml() is (not loadable)
+    assert os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK") == (None if not loadable else "1")
+    # unset or "0": nothing to do, and CDLL is not even tried
+    monkeypatch.setattr(ctypes, "CDLL", lambda *a, **k: pytest.fail("probed NVML"))
+    monkeypatch.setenv("PYTORCH_NVML_BASED_CUDA_CHECK", "0")
+    assert drop_nvml_check_without_nvml() is False
+    assert os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] == "0"
