@@ -6,6 +6,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from torch.optim.lr_scheduler import LRScheduler
+
 from autotimm.optim import TrainingLength
 
 
@@ -43,6 +45,9 @@ def training_length(trainer: Any, scheduler: Any) -> TrainingLength:
 def step_scheduler(scheduler: Any, metric: Any | None, epoch: int, global_step: int) -> None:
     """Lightning's `lr_scheduler_step`: timm schedulers are not torch LRSchedulers, they
     take the epoch (`epoch + 1`: the one starting) or the update count."""
+    if isinstance(scheduler, LRScheduler) and metric is None:  # every named one but plateau
+        scheduler.step()
+        return
     from timm.scheduler.scheduler import Scheduler as TimmScheduler
 
     if isinstance(scheduler, TimmScheduler):

@@ -89,6 +89,29 @@ def test_the_bar_redraws_ten_times_a_second_unless_told_otherwise():
     assert RichProgressBar(refresh_rate=4).refresh_rate == 4
 
 
+def test_the_training_count_moves_as_often_as_the_bar_redraws(monkeypatch, tmp_path):
+    """Fast steps: the count is updated at most `refresh_rate` times a second (what the bar
+    can show), on reads and at the epoch's last batch, which always shows the full count."""
+    counts: list[int] = []
+    original = RichProgressBar._update
+
+    def recording_update(self, progress_bar_id, current, *args, **kwargs):
+        if progress_bar_id is not None and progress_bar_id == self.train_progress_bar_id:
+            counts.append(current)
+        return original(self, progress_bar_id, current, *args, **kwargs)
+
+    monkeypatch.setattr(RichProgressBar, "_update", recording_update)
+    slow_redraws = RichProgressBar(refresh_rate=1, metrics_every_s=3600)
+    train_reads, _ = _reads_during_fit(monkeypatch, tmp_path, slow_redraws, log_every_n_steps=3)
+    assert counts[-1] == 7  # the epoch ends on the full count
+    assert len(counts) < 7  # 7 steps of milliseconds: not one update each
+    assert set(train_reads) <= set(counts)  # every read step updates the count too
+    counts.clear()
+    every_step = RichProgressBar(refresh_rate=1_000_000, metrics_every_s=3600)
+    _reads_during_fit(monkeypatch, tmp_path, every_step, log_every_n_steps=50)
+    assert counts == [1, 2, 3, 4, 5, 6, 7]
+
+
 def test_enable_progress_bar_false_leaves_the_default_bar_out(run_app):
     """The default callbacks hold a RichProgressBar; Lightning refuses one when the bar is off."""
     from tests.conftest import FAST
