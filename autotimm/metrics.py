@@ -252,6 +252,12 @@ class MetricManager(nn.Module):
             instances.update(built)
             setattr(self, f"{stage}_metrics", nn.ModuleDict(built))
         self._feeds = {c.name: self._feed(c, instances.get(c.name)) for c in self._configs}
+        self._labels_only_stages = frozenset(
+            stage
+            for stage in STAGES
+            if not self.multi_label
+            and all(self._feeds[name] == "labels" for name in self.get(stage))
+        )
 
     @classmethod
     def for_model(
@@ -375,7 +381,7 @@ class MetricManager(nn.Module):
     def keep(self, stage: str, logits: torch.Tensor, target: torch.Tensor) -> None:
         """One batch for the metrics of `stage`, fed later in one concatenated `update`
         (`flush`: at a logging step, at the epoch's end, when someone reads the metrics,
-        or past PENDING_LIMIT kept logits). Stages with a `custom` metric, whose state
+        or past PENDING_LIMIT kept elements). Stages with a `custom` metric, whose state
         may count updates, are updated at once."""
         metrics = self.get(stage)
         if not len(metrics):
@@ -383,16 +389,29 @@ class MetricManager(nn.Module):
         if any(self._by_name[name].backend != "torchmetrics" for name in metrics):
             self.update(stage, logits, target, step_values=False)
             return
-        # CUDA graphs (compile_mode reduce-overhead/max-autotune) reuse the output buffer
-        kept = logits.detach().clone() if logits.is_cuda else logits.detach()
+        if self._labels_only(stage):
+            # every metric of the stage reads the argmax: keep it (8 bytes a row, computed
+            # while the logits are in cache) instead of the logits until the next update
+            kept = logits.detach().argmax(dim=-1)
+        else:  # CUDA graphs (compile_mode reduce-overhead/max-autotune) reuse the output
+            kept = logits.detach().clone() if logits.is_cuda else logits.detach()
         if self._kept[stage].keep(kept, target) > PENDING_LIMIT:
             self.flush(stage)
 
     def flush(self, stage: str) -> None:
         """Feed the metrics of `stage` every batch kept since their last update."""
         batches = self._kept[stage].take()
-        if batches is not None:
-            self.update(stage, *batches, step_values=False)
+        if batches is None:
+            return
+        kept, target = batches
+        if self._labels_only(stage):  # `keep` kept the labels
+            self._feed_metrics(stage, {"labels": kept}, kept, target, step_values=False)
+        else:
+            self.update(stage, kept, target, step_values=False)
+
+    def _labels_only(self, stage: str) -> bool:
+        """Single-label, and every metric of `stage` is fed the argmax labels."""
+        return stage in self._labels_only_stages
 
     def discard_kept(self, stage: str) -> None:
         """Forget kept batches (an epoch starts: its metrics were reset)."""
@@ -413,20 +432,29 @@ class MetricManager(nn.Module):
         state); without, every metric only accumulates (cheaper: no per-batch compute).
         Multi-label: float multi-hot targets (what BCE trains on) become 0/1 ints.
         """
+        return self._feed_metrics(stage, {}, logits.detach(), target, step_values)
+
+    def _feed_metrics(
+        self,
+        stage: str,
+        inputs: dict[str, torch.Tensor],
+        logits: torch.Tensor,
+        target: torch.Tensor,
+        step_values: bool,
+    ) -> dict[str, torch.Tensor]:
+        """`update`'s work; `inputs`: feeds already made (the others come from `logits`)."""
         metrics = self.get(stage)
         if not len(metrics):
             return {}
-        detached = logits.detach()
         if self.multi_label:
             target = as_targets(target)
         threshold = self.label_threshold if self.multi_label else 0.5
-        inputs: dict[str, torch.Tensor] = {}
         values: dict[str, torch.Tensor] = {}
         for name, metric in metrics.items():
             config = self.config(name)
             feed = self._feeds[name]
             if feed not in inputs:
-                inputs[feed] = as_preds(detached, feed, self.multi_label, threshold)
+                inputs[feed] = as_preds(logits, feed, self.multi_label, threshold)
             if step_values and config.log_on_step:
                 values[name] = metric(inputs[feed], target)
             else:
@@ -438,7 +466,8 @@ _STAGE_ATTRS = frozenset(f"{stage}_metrics" for stage in STAGES)
 
 
 class KeptBatches:
-    """Detached logits and targets of the steps since the metrics' last update."""
+    """Detached logits (or their argmax labels) and targets of the steps since the metrics'
+    last update."""
 
     def __init__(self) -> None:
         self.logits: list[torch.Tensor] = []

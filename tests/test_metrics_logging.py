@@ -455,11 +455,12 @@ class _Logged:
 
 
 @pytest.mark.parametrize("limit", [None, 100])
-def test_kept_batches_give_the_metrics_the_same_epoch_state(monkeypatch, limit):
-    """Steps that log nothing keep their logits and the metrics get them in one update
-    (at a logging step, at the epoch's end, or past PENDING_LIMIT elements): the epoch
-    values equal those of one update per batch, and a logging step's value is its own
-    batch's."""
+@pytest.mark.parametrize("with_auroc", [True, False])
+def test_kept_batches_give_the_metrics_the_same_epoch_state(monkeypatch, limit, with_auroc):
+    """Steps that log nothing keep their logits (only their argmax labels when every metric
+    reads just those: `with_auroc=False`) and the metrics get them in one update (at a
+    logging step, at the epoch's end, or past PENDING_LIMIT elements): the epoch values
+    equal those of one update per batch, and a logging step's value is its own batch's."""
     from autotimm import metrics as metrics_module
 
     if limit is not None:  # 100 elements: every second batch of 8 x 10 logits flushes
@@ -467,7 +468,7 @@ def test_kept_batches_give_the_metrics_the_same_epoch_state(monkeypatch, limit):
     configs = [
         _metric("accuracy", "Accuracy", ["train"], log_on_step=True),
         _metric("f1_macro", "F1Score", ["train"], params={"average": "macro"}),
-        _metric("auroc", "AUROC", ["train"]),
+        *([_metric("auroc", "AUROC", ["train"])] if with_auroc else []),
     ]
     kept = StageLogs(MetricManager(configs, num_classes=NUM_CLASSES))
     reference = MetricManager(configs, num_classes=NUM_CLASSES)
@@ -485,6 +486,9 @@ def test_kept_batches_give_the_metrics_the_same_epoch_state(monkeypatch, limit):
             assert float(module.logged["train/accuracy_step"]) == pytest.approx(float(batch_only))
         if limit is not None:
             assert kept.metrics._kept["train"].elements <= limit
+        held = kept.metrics._kept["train"].logits
+        if held:  # the labels (8,) or the logits (8, classes)
+            assert held[-1].shape == ((8, NUM_CLASSES) if with_auroc else (8,))
     kept.end_epoch(module, "train")
     for name, metric in reference.get("train").items():
         assert float(module.logged[f"train/{name}"].compute()) == pytest.approx(
