@@ -89,3 +89,32 @@ def test_nvml_probe_dropped_only_where_nvml_cannot_load(monkeypatch, loadable):
     monkeypatch.setenv("PYTORCH_NVML_BASED_CUDA_CHECK", "0")
     assert drop_nvml_check_without_nvml() is False
     assert os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] == "0"
+
+
+@pytest.mark.parametrize("name", ["training_step", "validation_step", "test_step", "predict_step"])
+def test_precomputed_step_signatures_read_as_the_code_does(name):
+    """Lightning asks `inspect.getfullargspec` of the step methods on every batch; the
+    precomputed signature gives the answer the code object gives."""
+    import inspect
+    import types
+
+    function = getattr(ImageClassifier, name)
+    assert "__signature__" in function.__dict__  # the fast path is taken
+    plain = types.FunctionType(function.__code__, function.__globals__, name, function.__defaults__)
+    plain.__annotations__ = function.__annotations__
+    model = ImageClassifier("test_resnet", num_classes=3, metrics=[])
+    assert inspect.getfullargspec(getattr(model, name)) == inspect.getfullargspec(
+        types.MethodType(plain, model)
+    )
+
+    class Custom(ImageClassifier):  # a subclass's own step is read from its code
+        def training_step(self, batch, batch_idx, extra=None):
+            return super().training_step(batch, batch_idx)
+
+    custom = Custom("test_resnet", num_classes=3, metrics=[])
+    assert inspect.getfullargspec(custom.training_step).args == [
+        "self",
+        "batch",
+        "batch_idx",
+        "extra",
+    ]
