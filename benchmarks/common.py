@@ -12,6 +12,8 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -137,6 +139,9 @@ def synthetic_batch(
 
 
 CLOCKS = ("wall", "cpu")
+# wall time outside the timed compute (`compute_timed_apart`): step_costs.py only
+PYTHON_CLOCK = "python"
+_compute_seconds = [0.0]
 
 
 def clock(name: str = "wall") -> Any:
@@ -144,10 +149,57 @@ def clock(name: str = "wall") -> Any:
 
     On a CPU shared with other jobs the CPU clock leaves out the time the process waited
     for a core, which would otherwise land on whichever side ran while the machine was busy.
+    `python`: wall seconds minus those inside the compute `compute_timed_apart` wraps.
     """
+    if name == PYTHON_CLOCK:
+        return lambda: time.perf_counter() - _compute_seconds[0]
     if name not in CLOCKS:
         raise SystemExit(f"--clock {name!r}: accepted {list(CLOCKS)}")
     return time.process_time if name == "cpu" else time.perf_counter
+
+
+@contextmanager
+def compute_timed_apart(*modules: Any) -> Iterator[None]:
+    """Inside, the time in `modules`' forward, autograd's backward and Adam/AdamW/SGD's
+    update math counts as compute, which the `python` clock leaves out: what remains of a
+    step is the Python around the math (a loop's, Lightning's, the callbacks'), with the
+    noise of a shared CPU's compute speed taken out. CPU steps only (no syncs)."""
+    import importlib
+
+    import torch.autograd
+
+    # torch.optim's package deletes its submodules' names: import them by name
+    adam = importlib.import_module("torch.optim.adam")
+    sgd = importlib.import_module("torch.optim.sgd")
+
+    def timed(function: Any) -> Any:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                _compute_seconds[0] += time.perf_counter() - start
+
+        return wrapper
+
+    # the names torch.autograd.backward and the optimizers' step() call
+    patched = [
+        (torch.autograd, "_engine_run_backward"),
+        (adam, "adam"),
+        (sgd, "sgd"),
+        *((module, "forward") for module in dict.fromkeys(modules)),
+    ]
+    originals = [(owner, name, owner.__dict__.get(name)) for owner, name in patched]
+    for owner, name in patched:
+        setattr(owner, name, timed(getattr(owner, name)))
+    try:
+        yield
+    finally:
+        for owner, name, original in originals:
+            if original is None:  # a module's forward came from its class
+                delattr(owner, name)
+            else:
+                setattr(owner, name, original)
 
 
 def step_timer(warmup: int, total: int, clock_name: str = "wall") -> Any:

@@ -13,6 +13,7 @@ The variants and the raw loop alternate within one process for ``--repeats`` rou
 variant's cost is the median of its per-round time per step minus the raw loop's.
 
     python benchmarks/step_costs.py --model test_resnet --image-size 32 --clock cpu
+    python benchmarks/step_costs.py --clock python   # the Python around the math only
 
 The last line of output is one JSON object (also appended to --out/results.jsonl).
 """
@@ -20,6 +21,7 @@ The last line of output is one JSON object (also appended to --out/results.jsonl
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import tempfile
 from typing import Any
@@ -40,7 +42,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=5, help="alternating rounds (median)")
     p.add_argument("--num-classes", type=int, default=1000)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--clock", choices=common.CLOCKS, default="wall")
+    p.add_argument(
+        "--clock",
+        choices=(*common.CLOCKS, common.PYTHON_CLOCK),
+        default="wall",
+        help="python: wall time outside the forward, backward and optimizer math (the "
+        "framework's own Python; the least noisy on a shared CPU)",
+    )
     p.add_argument("--out", default=os.environ.get("OUT"), help="append the JSON line here")
     p.add_argument("--tiny", action="store_true", help="seconds-long smoke run (test suite)")
     args = p.parse_args(argv)
@@ -68,6 +76,15 @@ def bare_module(raw: overhead.RawLoop) -> Any:
             return raw.optimizer
 
     return Bare()
+
+
+def _compute_modules(side: Any) -> list[Any]:
+    """The modules whose forward is compute: the raw loop's timm model (the bare variant
+    trains it too), an ImageClassifier's backbone and head."""
+    model = side.model
+    if hasattr(model, "backbone"):
+        return [model.backbone, model.head]
+    return [model] if isinstance(side, overhead.RawLoop) else []
 
 
 class Variant(overhead.Framework):
@@ -109,12 +126,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         images, labels = common.synthetic_batch(
             args.batch_size, args.image_size, args.num_classes, device, channels_last=False
         )
-        for repeat in range(args.repeats):
-            names = list(sides) if repeat % 2 == 0 else list(reversed(sides))
-            for name in names:
-                speed = sides[name].run(images, labels)
-                ms[name].append(1000 * args.batch_size / speed if speed else float("nan"))
-            print(f"repeat {repeat}: " + ", ".join(f"{n} {ms[n][-1]:.2f}" for n in ms), flush=True)
+        compute = (m for side in sides.values() for m in _compute_modules(side))
+        timing = (
+            common.compute_timed_apart(*compute)
+            if args.clock == common.PYTHON_CLOCK
+            else contextlib.nullcontext()
+        )
+        with timing:
+            for repeat in range(args.repeats):
+                names = list(sides) if repeat % 2 == 0 else list(reversed(sides))
+                for name in names:
+                    speed = sides[name].run(images, labels)
+                    ms[name].append(1000 * args.batch_size / speed if speed else float("nan"))
+                done = ", ".join(f"{n} {ms[n][-1]:.2f}" for n in ms)
+                print(f"repeat {repeat}: {done}", flush=True)
     added = {
         name: round(common.median([v - r for v, r in zip(ms[name], ms["raw"], strict=True)]), 3)
         for name in VARIANTS

@@ -86,6 +86,25 @@ def test_step_costs_tiny_in_process(launched, tmp_path, monkeypatch):
     assert json.loads((tmp_path / "results.jsonl").read_text()) == result
 
 
+def test_python_clock_leaves_the_compute_out_and_puts_torch_back(launched, monkeypatch):
+    """--clock python: the raw loop's time per step shrinks to the Python around the math
+    (far below its wall time), and torch's functions are torch's own again afterwards."""
+    import importlib
+
+    import torch.autograd
+
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import step_costs
+
+    adam = importlib.import_module("torch.optim.adam")
+    before = (torch.autograd._engine_run_backward, adam.adam)
+    args = ["--tiny", "--batch-size", "16", "--image-size", "64", "--steps", "4"]
+    wall = step_costs.main([*args, "--clock", "wall"])
+    python = step_costs.main([*args, "--clock", "python"])
+    assert 0 < python["raw_ms_per_step"] < 0.5 * wall["raw_ms_per_step"]
+    assert (torch.autograd._engine_run_backward, adam.adam) == before
+
+
 @pytest.mark.slow
 def test_vs_timm_tiny_autotimm_side(tmp_path):
     """vs_timm.py builds the PNG folder and times `python train.py` on it (timm's train.py
