@@ -135,6 +135,7 @@ class RichProgressBar(_RichProgressBar):
         # about 30 us a step, is the bar's whole per-step cost)
         self._count_interval = 1 / refresh_rate if refresh_rate > 0 else 0.0
         self._counted_at = -float("inf")
+        self._uncounted: int | None = None  # a count not shown yet (epochs ending early)
 
     def reads_metrics(self, batch_idx: int) -> bool:
         """Whether the bar reads the logged metrics after training batch `batch_idx`
@@ -163,14 +164,32 @@ class RichProgressBar(_RichProgressBar):
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         super().on_train_epoch_start(trainer, pl_module)
         self._last_read = time.monotonic()
+        self._uncounted = None
+
+    def _show_uncounted(self) -> None:
+        """Bring the training count up to date (an epoch stopped early by max_steps,
+        should_stop or an iterable of unknown length; a validation within the epoch)."""
+        if self._uncounted is not None:
+            self._update(self.train_progress_bar_id, self._uncounted)
+            self._uncounted = None
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self._show_uncounted()
+        super().on_train_epoch_end(trainer, pl_module)
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        self._show_uncounted()
+        super().on_validation_start(trainer, pl_module)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch: Any, batch_idx: int) -> None:
         reads = self.reads_metrics(batch_idx)
         now = time.monotonic()
         last = batch_idx + 1 >= self.total_train_batches
         if not (reads or last or now - self._counted_at >= self._count_interval):
-            return  # the bar redraws `refresh_rate` times a second: no redraw could show it
-        self._counted_at = now
+            # the bar redraws `refresh_rate` times a second: no redraw could show it yet
+            self._uncounted = batch_idx + 1
+            return
+        self._counted_at, self._uncounted = now, None
         self._hold_metrics = not reads
         try:
             super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)

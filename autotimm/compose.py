@@ -112,10 +112,11 @@ def build_trainer(
     """The trainer node's Trainer (`overrides`: Trainer arguments that replace the node's).
 
     With no profiler configured it gets autotimm's QuietProfiler (Lightning's default,
-    records nothing, minus its per-hook cost)."""
+    records nothing, minus its per-hook cost); `trainer.barebones` runs take no profiler."""
     from hydra.utils import instantiate
 
-    if cfg.trainer.get("profiler") is None and "profiler" not in overrides:
+    quiet = not cfg.trainer.get("barebones") and not overrides.get("barebones")
+    if quiet and cfg.trainer.get("profiler") is None and "profiler" not in overrides:
         from autotimm.profiler import QuietProfiler
 
         overrides["profiler"] = QuietProfiler()

@@ -65,9 +65,14 @@ def drop_nvml_check_without_nvml() -> bool:
     CUDA build of torch), torch then tries a failing `dlopen` on every call and falls back
     to the CUDA runtime's count, the same answer as with the variable unset. Adam and AdamW
     call it every optimizer step (about 0.04 ms; timm's own train.py does not pay it).
+    Only CUDA builds of torch are changed (ROCm's fork-safe count goes through amdsmi).
     Returns whether the variable was dropped.
     """
     if os.environ.get(_NVML_CHECK) != "1" or sys.platform != "linux":
+        return False
+    import torch
+
+    if torch.version.cuda is None:  # CPU-only build: no probe; ROCm: torch asks amdsmi
         return False
     import ctypes
 

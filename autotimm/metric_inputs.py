@@ -38,10 +38,15 @@ def reads_only_argmax(metric: Any) -> bool:
     Specificity, ...) at `top_k=1`. Fed the argmax labels instead, they compute the same
     values without the softmax, and the metrics of a stage share one argmax (instead of one
     each). Ties between equal probabilities may resolve differently; between logits, the
-    labels keep the larger one."""
+    labels keep the larger one. A subclass with its own `update` (which may read the
+    probabilities) keeps getting them."""
     from torchmetrics.classification import MulticlassStatScores
 
-    return isinstance(metric, MulticlassStatScores) and getattr(metric, "top_k", 1) == 1
+    return (
+        isinstance(metric, MulticlassStatScores)
+        and type(metric).update is MulticlassStatScores.update
+        and getattr(metric, "top_k", 1) == 1
+    )
 
 
 def as_targets(target: torch.Tensor) -> torch.Tensor:

@@ -144,6 +144,15 @@ def build(**overrides: Any) -> Any:
     return ImageClassifier(**options)
 
 
+class ProbsReadingAccuracy(torchmetrics.classification.MulticlassAccuracy):
+    """A stat-score subclass whose own update reads the probabilities (counts only rows
+    predicted with confidence >= 0.5): it must be fed probabilities, not labels."""
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
+        confident = preds.max(dim=-1).values >= 0.5
+        super().update(preds[confident], target[confident])
+
+
 class RecordingMetric(torchmetrics.Metric):
     """Keeps every `preds` it is given (to check what metrics receive); value = count."""
 

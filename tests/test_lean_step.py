@@ -29,6 +29,17 @@ def test_trainer_gets_the_quiet_profiler_unless_one_is_configured(compose):
     # an explicit argument wins too
     explicit = build_trainer(compose(["trainer.accelerator=cpu"]), [], [], profiler="simple")
     assert isinstance(explicit.profiler, SimpleProfiler)
+    # Lightning refuses any profiler in barebones mode: none is added there
+    barebones = [
+        "trainer.accelerator=cpu",
+        "+trainer.barebones=true",
+        "trainer.enable_checkpointing=false",
+        "trainer.enable_progress_bar=false",
+        "trainer.enable_model_summary=false",
+        "trainer.log_every_n_steps=0",
+        "trainer.num_sanity_val_steps=0",
+    ]
+    assert build_trainer(compose(barebones), [], []).barebones is True
 
 
 def test_quiet_profiler_contexts_nest_and_record_nothing():
@@ -81,9 +92,16 @@ def test_nvml_probe_dropped_only_where_nvml_cannot_load(monkeypatch, loadable):
         return object()
 
     monkeypatch.setattr(ctypes, "CDLL", fake_cdll)
+    monkeypatch.setattr(torch.version, "cuda", "12.4")  # a CUDA build of torch
     monkeypatch.setenv("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
     assert drop_nvml_check_without_nvml() is (not loadable)
     assert os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK") == (None if not loadable else "1")
+    # ROCm and CPU-only builds keep it (ROCm's fork-safe device count goes through amdsmi)
+    monkeypatch.setattr(torch.version, "cuda", None)
+    monkeypatch.setenv("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
+    assert drop_nvml_check_without_nvml() is False
+    assert os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] == "1"
+    monkeypatch.setattr(torch.version, "cuda", "12.4")
     # unset or "0": nothing to do, and CDLL is not even tried
     monkeypatch.setattr(ctypes, "CDLL", lambda *a, **k: pytest.fail("probed NVML"))
     monkeypatch.setenv("PYTORCH_NVML_BASED_CUDA_CHECK", "0")

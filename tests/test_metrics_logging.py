@@ -178,6 +178,9 @@ def test_argmax_only_metrics_get_labels_with_the_values_probabilities_give():
             reference.update(logits.softmax(-1), target)
     for name, metric in manager.get("val").items():
         assert metric.compute().item() == pytest.approx(references[name].compute().item()), name
+    # a subclass with its own update may read the probabilities: it keeps getting them
+    custom = [_metric("mine", "helpers_library.ProbsReadingAccuracy", ["val"], backend="custom")]
+    assert MetricManager(custom, num_classes=NUM_CLASSES)._feeds == {"mine": "probs"}
 
 
 def test_metric_manager_separate_instances_per_stage():

@@ -112,6 +112,24 @@ def test_the_training_count_moves_as_often_as_the_bar_redraws(monkeypatch, tmp_p
     assert counts == [1, 2, 3, 4, 5, 6, 7]
 
 
+def test_an_epoch_stopped_early_ends_on_its_true_count(monkeypatch, tmp_path):
+    """max_steps mid-epoch (or should_stop, or an unknown length): the count shown last is
+    the steps run, though the count skips updates between redraws."""
+    counts: list[int] = []
+    original = RichProgressBar._update
+
+    def recording_update(self, progress_bar_id, current, *args, **kwargs):
+        if progress_bar_id is not None and progress_bar_id == self.train_progress_bar_id:
+            counts.append(current)
+        return original(self, progress_bar_id, current, *args, **kwargs)
+
+    monkeypatch.setattr(RichProgressBar, "_update", recording_update)
+    bar = RichProgressBar(refresh_rate=1, metrics_every_s=3600)
+    # 7 batches an epoch, stopped after 5: the epoch's last batch never comes
+    _reads_during_fit(monkeypatch, tmp_path, bar, log_every_n_steps=50, max_steps=5)
+    assert counts[-1] == 5
+
+
 def test_enable_progress_bar_false_leaves_the_default_bar_out(run_app):
     """The default callbacks hold a RichProgressBar; Lightning refuses one when the bar is off."""
     from tests.conftest import FAST
