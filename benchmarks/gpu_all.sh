@@ -19,6 +19,7 @@
 # the next one still runs. A global deadline (BUDGET_S) caps the whole run.
 # Afterwards: python benchmarks/summarize.py OUT_DIR/results.jsonl  (markdown table).
 # SMOKE=1 runs every step in --tiny mode, also without a GPU (checks this script itself).
+# ONLY=name,name runs just those steps. Offline GPU machine: benchmarks/offline_wheels.sh.
 set -u
 cd "$(dirname "$0")/.."
 

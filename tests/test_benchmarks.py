@@ -176,6 +176,26 @@ def test_gpu_all_script_is_valid_bash():
         assert name in text
 
 
+def test_gpu_all_only_runs_the_named_steps_and_records_a_failed_claim_check(tmp_path):
+    """ONLY= (a second try) runs just the named steps; the sweep-claims check fails when the
+    sweep left no two finished trials, and the failure is recorded, not hidden."""
+    env = {**os.environ, "SMOKE": "1", "ONLY": "sweep_claims", "PYTHON": sys.executable}
+    done = subprocess.run(
+        ["bash", str(BENCHMARKS / "gpu_all.sh"), str(tmp_path)],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    steps = [json.loads(line) for line in (tmp_path / "steps.jsonl").read_text().splitlines()]
+    assert [(s["step"], s["exit"]) for s in steps] == [("sweep_claims", 1)], done.stdout
+    claims = json.loads((tmp_path / "results.jsonl").read_text().splitlines()[-1])
+    assert claims == {"benchmark": "sweep_gpu_claims", "trials": []}
+
+
+def test_offline_wheels_script_is_valid_bash():
+    script = BENCHMARKS / "offline_wheels.sh"
+    done = subprocess.run(["bash", "-n", str(script)], capture_output=True)
+    assert done.returncode == 0, done.stderr
+
+
 def test_digits_load_without_importing_sklearn(import_probe):
     """Start-up: the default data (digits) is read without sklearn's ~1 s import
     (answered by one fresh interpreter, conftest.IMPORT_PROBE)."""

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Wheels for running autotimm (and gpu_all.sh) on an offline GPU machine whose image already
+# has torch, torchvision, Lightning, torchmetrics, numpy/scipy/sklearn/pandas, rich and pytest
+# (the usual CUDA images), but not Hydra, Optuna and their pins, nor our timm version.
+#
+#   bash benchmarks/offline_wheels.sh [DEST] [PYTHON_VERSION]     # default: .whl 3.12
+#
+# Then, on the GPU machine, from the repository root (no index, nothing fetched):
+#   python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl
+#   export PYTHONPATH=/tmp/site:$PWD
+#   bash benchmarks/gpu_all.sh "$OUT"
+# --no-deps: the list below is complete for training, sweeps and the benchmarks; W&B is left
+# out (use logger=csv there). Versions are the ones pyproject.toml pins or the tests ran with.
+set -eu
+cd "$(dirname "$0")/.."
+DEST="${1:-.whl}"
+PYVER="${2:-3.12}"
+PYTHON="${PYTHON:-$([ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)}"
+mkdir -p "$DEST"
+PLATFORMS=()
+for tag in manylinux_2_28 manylinux_2_27 manylinux_2_24 manylinux_2_17 manylinux2014 manylinux1; do
+  PLATFORMS+=(--platform "${tag}_x86_64")
+done
+"$PYTHON" -m pip download -q --no-deps --only-binary=:all: --python-version "$PYVER" \
+  --implementation cp "${PLATFORMS[@]}" -d "$DEST" \
+  hydra-core==1.3.8 omegaconf==2.3.1 hydra-optuna-sweeper==1.3.0 hydra-joblib-launcher==1.2.0 \
+  optuna==2.10.1 "sqlalchemy>=1.4,<2" "alembic<1.14" mako colorlog cmaes greenlet timm==1.0.31
+# Hydra's grammar runtime is published as a source archive only (pure Python): build its wheel.
+"$PYTHON" -m pip wheel -q --no-deps -w "$DEST" antlr4-python3-runtime==4.9.3
+ls "$DEST"
+du -sh "$DEST"
