@@ -224,9 +224,10 @@ class ImageClassifier(L.LightningModule):
         self.stage_logs.step(self, "train", logits, target, loss, log_step)
         if log_step and self.logging_config.log_learning_rate:
             lr = self._trainer.optimizers[0].param_groups[0]["lr"]
-            self.log("train/lr", float(lr), on_step=True, on_epoch=False)
+            self.stage_logs.log_step_value(self, "train/lr", float(lr))
         if log_step and self.logging_config.log_weight_norm:
-            self.log("train/weight_norm", _global_norm(self._trainable()), on_step=True)
+            norm = _global_norm(self._trainable())
+            self.stage_logs.log_step_value(self, "train/weight_norm", norm)
         return loss
 
     def validation_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
@@ -306,7 +307,7 @@ class ImageClassifier(L.LightningModule):
         if self.logging_config.log_gradient_norm and getattr(self, "_log_step", True):
             grads = [p.grad for p in self._trainable() if p.grad is not None]
             if grads:
-                self.log("train/grad_norm", _global_norm(grads), on_step=True)
+                self.stage_logs.log_step_value(self, "train/grad_norm", _global_norm(grads))
 
     def on_validation_epoch_end(self) -> None:
         self.stage_logs.end_epoch(self, "val")

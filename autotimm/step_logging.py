@@ -77,6 +77,36 @@ class StageLogs:
     def __init__(self, metrics: MetricManager) -> None:
         self.metrics = metrics
         self.losses = {stage: LossMean() for stage in STAGES}
+        # Lightning's result keys (`{hook}.{name}`) of the step values logged so far
+        self._step_keys: set[str] = set()
+        self._step_values_live = False
+
+    def log_step_value(self, module: Any, name: str, value: Any, prog_bar: bool = False) -> None:
+        """`module.log` of a value of this step only (on_step, not reduced over the epoch)."""
+        module.log(name, value, on_step=True, on_epoch=False, prog_bar=prog_bar)
+        self._step_keys.add(f"{getattr(module, '_current_fx_name', None)}.{name}")
+        self._step_values_live = True
+
+    def retire_step_values(self, module: Any) -> None:
+        """Mark the last logging step's values as read in Lightning's result collection.
+
+        After *every* batch, Lightning rebuilds its progress-bar, callback and logger dicts
+        from every valid result (`_LoggerConnector.on_batch_end`), calling `.item()` on the
+        progress-bar ones: with values logged every N steps it repeats the last logging step's
+        work N-1 times (~60 us a step on a CPU, and a host sync a step on a GPU). Those dicts
+        are only ever updated, so the bar, callbacks and `trainer.*_metrics` keep showing the
+        last values; the next logging step's `self.log` makes the entries valid again.
+        """
+        if not self._step_values_live:
+            return
+        self._step_values_live = False
+        results = getattr(getattr(module, "_trainer", None), "_results", None)
+        if results is None:
+            return
+        for key in self._step_keys:
+            item = results.get(key)
+            if item is not None and not item.has_reset:
+                item.reset()
 
     def start_epoch(self, stage: str) -> None:
         self.losses[stage].reset()
@@ -95,18 +125,18 @@ class StageLogs:
         self.losses[stage].update(loss, int(target.shape[0]))
         if not log_step:
             self.metrics.keep(stage, logits, target)
+            self.retire_step_values(module)
             return
         self.metrics.flush(stage)
         step_values = self.metrics.update(stage, logits, target, step_values=True)
         if stage == "train":
-            module.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
+            self.log_step_value(module, "train/loss", loss, prog_bar=True)
         for name, value in step_values.items():
             config = self.metrics.config(name)
-            module.log(
+            self.log_step_value(
+                module,
                 f"{stage}/{name}_step" if config.log_on_epoch else f"{stage}/{name}",
                 value,
-                on_step=True,
-                on_epoch=False,
                 prog_bar=config.prog_bar and not config.log_on_epoch,
             )
 

@@ -8,8 +8,10 @@ import ctypes
 import os
 import sys
 
+import lightning as L
 import pytest
 import torch
+from helpers_library import digits_loader, make_trainer
 from lightning.pytorch.profilers import PassThroughProfiler, SimpleProfiler
 
 from autotimm import ImageClassifier
@@ -136,3 +138,69 @@ def test_precomputed_step_signatures_read_as_the_code_does(name):
         "batch_idx",
         "extra",
     ]
+
+
+class _BetweenBatches(L.Callback):
+    """At each batch's start: how many values Lightning converted for the progress bar
+    since the last batch started, and what the bar and callbacks were shown."""
+
+    def __init__(self, converted: list[int]) -> None:
+        self.converted = converted
+        self.seen: list[tuple[int, int, float | None, float | None]] = []
+        self._last = 0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._record(trainer, batch_idx)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self._record(trainer, trainer.num_training_batches)
+
+    def _record(self, trainer, batch_idx: int) -> None:
+        delta = self.converted[0] - self._last
+        bar = trainer.progress_bar_metrics.get("train/loss")
+        callback = trainer.callback_metrics.get("train/loss")
+        self._last = self.converted[0]  # these reads convert too: not the loop's
+        self.seen.append((batch_idx, delta, bar, None if callback is None else float(callback)))
+
+
+def test_step_values_are_converted_once_per_logging_step_and_stay_visible(monkeypatch):
+    """Lightning rebuilds its progress-bar dict from every valid logged value after every
+    batch (`.item()` each: a host sync per step on a GPU). After a logging step's values are
+    shown, the next steps leave them alone: no conversions on the steps between, while the
+    bar and callback metrics keep showing the last logged loss."""
+    from lightning.pytorch.trainer.connectors.logger_connector import result
+
+    converted = [0]
+    original = result.convert_tensors_to_scalars
+
+    def counting(value):
+        converted[0] += 1
+        return original(value)
+
+    monkeypatch.setattr(result, "convert_tensors_to_scalars", counting)
+    model = ImageClassifier("test_resnet", num_classes=10, metrics=[], scheduler="none")
+    losses: list[float] = []
+
+    class Losses(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            losses.append(float(outputs["loss"]))
+
+    watch = _BetweenBatches(converted)
+    trainer = make_trainer(limit_train_batches=8, log_every_n_steps=3, callbacks=[Losses(), watch])
+    trainer.fit(model, digits_loader(0, 128, 16))
+    # (batch started, conversions during the previous batch, bar's loss, callbacks' loss)
+    by_batch = {index: (delta, bar, callback) for index, delta, bar, callback in watch.seen}
+    logging_batches = {2, 5, 7}  # global steps 3 and 6 (every 3rd) and the epoch's last
+    for index in range(1, 9):
+        delta, bar, callback = by_batch[index]
+        previous = index - 1
+        if previous in logging_batches:
+            assert delta > 0, (index, watch.seen)
+        else:
+            assert delta == 0, (index, watch.seen)
+        last_logged = max((b for b in logging_batches if b <= previous), default=None)
+        if last_logged is None:
+            assert bar is None and callback is None
+        else:  # what users see: the last logged loss, between logging steps too
+            assert bar == pytest.approx(losses[last_logged], rel=1e-5), (index, watch.seen)
+            assert callback == pytest.approx(losses[last_logged], rel=1e-5)
