@@ -211,7 +211,7 @@ def _refresh_promptly(live: Any) -> None:
     """Give a started rich display a redraw thread that ends as soon as it is stopped.
 
     Lightning's thread sleeps a whole redraw interval between redraws, and the bar's stop
-    joins it: at 10 redraws a second every stop (end of fit, of test) waited up to 0.1 s.
+    joins it: at 4 redraws a second every stop (end of fit, of test) would wait up to 0.25 s.
     This one waits on the thread's stop event instead; it redraws the same way (only when
     Lightning asked for a redraw, under the display's lock).
     """

@@ -95,7 +95,10 @@ class StageLogs:
         progress-bar ones: with values logged every N steps it repeats the last logging step's
         work N-1 times (~60 us a step on a CPU, and a host sync a step on a GPU). Those dicts
         are only ever updated, so the bar, callbacks and `trainer.*_metrics` keep showing the
-        last values; the next logging step's `self.log` makes the entries valid again.
+        last values; the next logging step's `self.log` makes the entries valid again. (A run
+        stopped after a non-logging step, e.g. by `max_time`, no longer sends the loggers a
+        repeat of the last logged step's values under the stopping step's number.)
+        Call it from training steps only: it looks in the active loop's result collection.
         """
         if not self._step_values_live:
             return
@@ -125,7 +128,8 @@ class StageLogs:
         self.losses[stage].update(loss, int(target.shape[0]))
         if not log_step:
             self.metrics.keep(stage, logits, target)
-            self.retire_step_values(module)
+            if stage == "train":  # (a validation's results are another collection)
+                self.retire_step_values(module)
             return
         self.metrics.flush(stage)
         step_values = self.metrics.update(stage, logits, target, step_values=True)

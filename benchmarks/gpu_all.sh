@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # Every GPU check of issue 14 in one run, sized to finish in about 7 minutes on one H100/H200
-# (BUDGET_S caps it, default 420 s):
+# (BUDGET_S caps it, default 420 s; steps past it are skipped and recorded), in this order:
 #   - CUDA checks of the device data path (tests/test_gpu_path.py -k cuda)
-#   - overhead.py: framework vs raw timm loop, resnet50 and vit_b16, bf16, batch 256
+#   - overhead.py: framework vs raw timm loop, bf16, batch 256: resnet50 224 px, then resnet18
+#     at 32 px (CIFAR-size steps, where framework cost shows; default callbacks)
+#   - sync_check.py: host syncs per step of the default configuration
 #   - datapipe.py: resnet50 from 4,096 JPEGs (500x375): CPU vs GPU decode vs synthetic
+#   - overhead.py vit_b16
+#   - a two-trial sweep on the one GPU (sweep.gpus=[0]); sweep_claims.py then requires each
+#     trial's results.json to name the GPU it claimed and ran on
 #   - overhead.py --compile: torch.compile on (compare with the resnet50 run above: off)
-#   - sync_check.py + the default callbacks: host syncs per step and what they cost
-#   - overhead.py resnet18 at 32 px (CIFAR-size steps, where framework cost shows)
-#   - a two-trial sweep on the one GPU (sweep.gpus=[0]): each trial claims it, results.json says so
-#   - inference.py: eager / compile / TorchScript / torch.export / ONNX Runtime of resnet50 on CUDA
+#   - the default callbacks on top (overhead and datapipe)
 #   - a run with the recipes that touch CUDA (EMA, grad checkpointing, bf16-mixed)
+#   - inference.py: eager / compile / TorchScript / torch.export / ONNX Runtime of resnet50
 #
 #   bash benchmarks/gpu_all.sh [OUT_DIR]      # default: $OUT, else benchmarks/results/<time>
 #   PYTHON=/path/to/python bash benchmarks/gpu_all.sh
@@ -33,11 +36,15 @@ BUDGET_S="${BUDGET_S:-420}"
 START=$(date +%s)
 DEADLINE=$((START + BUDGET_S))
 
+selected() {  # selected NAME: whether this run includes step NAME (ONLY=a,b or every step)
+  [ -z "${ONLY:-}" ] || [[ ",$ONLY," == *",$1,"* ]]
+}
+
 step() {  # step NAME LIMIT_S COMMAND...
   local name=$1 limit=$2
   shift 2
   local now left rc began
-  if [ -n "${ONLY:-}" ] && [[ ",$ONLY," != *",$name,"* ]]; then return; fi
+  selected "$name" || return 0
   now=$(date +%s)
   left=$((DEADLINE - now))
   if [ "$left" -lt 25 ]; then
@@ -67,9 +74,9 @@ step() {  # step NAME LIMIT_S COMMAND...
 } > "$OUT_DIR/env.txt" 2>&1
 cat "$OUT_DIR/env.txt"
 TINY=""
-DEVICE=cuda SWEEP_GPU="sweep.gpus=[0]" TRAINER=gpu
+DEVICE=cuda SWEEP_GPU="sweep.gpus=[0]" TRAINER=gpu REQUIRE_GPU=--require-gpu
 if [ "${SMOKE:-0}" = 1 ]; then
-  TINY="--tiny" DEVICE=cpu SWEEP_GPU="sweep.n_jobs=1" TRAINER=cpu
+  TINY="--tiny" DEVICE=cpu SWEEP_GPU="sweep.n_jobs=1" TRAINER=cpu REQUIRE_GPU=""
   echo "SMOKE=1: every benchmark in --tiny mode"
 elif ! "$PYTHON" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
   echo "no CUDA device visible to $PYTHON: nothing to benchmark" >&2
@@ -102,20 +109,14 @@ step overhead_vit_b16 90 "$PYTHON" $B/overhead.py --model vit_b16 --batch-size 2
   --steps 25 --warmup 5 --repeats 3 --out "$OUT_DIR" $TINY
 
 # ------------------------------------------ a sweep on the one GPU: trials one after the other
+# a study of the same name would be continued (more trials): each try starts afresh
+selected sweep_two_trials_one_gpu && rm -rf "$OUT_DIR/sweep"
 step sweep_two_trials_one_gpu 90 "$PYTHON" train.py -m +sweeps=quick hydra.sweeper.n_trials=2 \
   "$SWEEP_GPU" data=digits trainer.max_epochs=1 logger=csv callbacks=quiet print_config=false \
   test=false "paths.output_dir=$OUT_DIR/sweep"
-# what each trial's results.json says it ran on (one JSON line for the summary)
-step sweep_claims 20 "$PYTHON" -c "
-import glob, json, sys
-rows = [json.load(open(f)) for f in sorted(glob.glob(sys.argv[1] + '/**/results.json', recursive=True))]
-keys = ('status', 'device', 'gpu', 'gpu_simulated', 'peak_gpu_memory_mb', 'wall_time_s')
-trials = [dict({k: r.get(k) for k in keys}, claimed=(r.get('sweep') or {}).get('gpu')) for r in rows]
-line = json.dumps({'benchmark': 'sweep_gpu_claims', 'trials': trials})
-open(sys.argv[2], 'a').write(line + chr(10))
-print(line)
-sys.exit(0 if len(trials) == 2 and all(t['status'] in ('completed', 'pruned') for t in trials) else 1)
-" "$OUT_DIR/sweep" "$OUT_DIR/results.jsonl"
+# what each trial's results.json says it ran on: both finished, each on the GPU it claimed
+step sweep_claims 20 "$PYTHON" $B/sweep_claims.py "$OUT_DIR/sweep" --trials 2 $REQUIRE_GPU \
+  --out "$OUT_DIR"
 
 # ------------------------------------------------------------------------------ compile on
 step overhead_resnet50_compile 150 "$PYTHON" $B/overhead.py --model resnet50 --compile \

@@ -57,11 +57,25 @@ COLUMNS = {
         ("model", "model"), ("callbacks", "callbacks"), ("metrics", "metrics"),
         ("syncs/step", "syncs_per_step"), ("sites", "sync_sites"), ("device", "device_name"),
     ],
+    "sweep_gpu_claims": [
+        ("trial", "trial"), ("status", "status"), ("claimed GPU", "claimed"),
+        ("ran on GPU", "gpu"), ("device", "device"), ("peak GPU MB", "peak_gpu_memory_mb"),
+        ("wall s", "wall_time_s"),
+    ],
 }  # fmt: skip
 
 
+def _rows_of(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """A result line as table rows: sweep_claims.py's line holds one row per trial."""
+    if result.get("benchmark") != "sweep_gpu_claims":
+        return [result]
+    trials = result.get("trials") or []
+    return [dict(t, benchmark=result["benchmark"], trial=i) for i, t in enumerate(trials)]
+
+
 def main(path: str) -> None:
-    rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    lines = Path(path).read_text().splitlines()
+    rows = [row for line in lines if line.strip() for row in _rows_of(json.loads(line))]
     for name, columns in COLUMNS.items():
         chosen = [row for row in rows if row.get("benchmark") == name]
         if chosen:

@@ -187,7 +187,64 @@ def test_gpu_all_only_runs_the_named_steps_and_records_a_failed_claim_check(tmp_
     steps = [json.loads(line) for line in (tmp_path / "steps.jsonl").read_text().splitlines()]
     assert [(s["step"], s["exit"]) for s in steps] == [("sweep_claims", 1)], done.stdout
     claims = json.loads((tmp_path / "results.jsonl").read_text().splitlines()[-1])
-    assert claims == {"benchmark": "sweep_gpu_claims", "trials": []}
+    assert claims["benchmark"] == "sweep_gpu_claims" and claims["trials"] == []
+    assert claims["problems"] == ["0 trial record(s), 2 expected"]
+
+
+def _trial_record(folder: Path, status: str, claimed: str | None, gpu: str | None) -> None:
+    folder.mkdir(parents=True)
+    record = {"status": status, "device": "NVIDIA H100 80GB HBM3", "gpu": gpu}
+    record["sweep"] = {"name": "quick", "gpu": claimed}
+    (folder / "results.json").write_text(json.dumps(record))
+
+
+@pytest.mark.parametrize(
+    "trials, require_gpu, problems",
+    [
+        ([("completed", "0", "0"), ("pruned", "0", "0")], True, []),
+        ([("completed", "0", "0")], True, ["1 trial record(s), 2 expected"]),
+        (
+            [("completed", "0", "0"), ("failed", None, None)],
+            True,
+            ["trial 1: status 'failed', not one of ('completed', 'pruned')",
+             "trial 1: claimed no real GPU (None)"],
+        ),
+        ([("completed", "0", "1"), ("completed", "0", "0")], True,
+         ["trial 0: claimed GPU 0 but ran on 1"]),
+        ([("completed", None, None), ("completed", None, None)], False, []),
+    ],
+)  # fmt: skip
+def test_sweep_claims_reads_each_trials_record(
+    tmp_path, capsys, monkeypatch, trials, require_gpu, problems
+):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import sweep_claims
+
+    for index, (status, claimed, gpu) in enumerate(trials):
+        _trial_record(
+            tmp_path / "sweep" / "sweeps" / "quick" / f"trial_{index}", status, claimed, gpu
+        )
+    args = [str(tmp_path / "sweep"), "--out", str(tmp_path)] + ["--require-gpu"] * require_gpu
+    assert sweep_claims.main(args) == (1 if problems else 0)
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["problems"] == problems
+    assert [t["claimed"] for t in line["trials"]] == [claimed for _, claimed, _ in trials]
+    assert json.loads((tmp_path / "results.jsonl").read_text()) == line
+
+
+def test_summarize_lists_each_sweep_trial(tmp_path, capsys, monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import summarize
+
+    line = {"benchmark": "sweep_gpu_claims", "problems": [], "trials": [
+        {"status": "completed", "claimed": "0", "gpu": "0", "device": "H100"},
+        {"status": "pruned", "claimed": "0", "gpu": "0", "device": "H100"},
+    ]}  # fmt: skip
+    (tmp_path / "results.jsonl").write_text(json.dumps(line) + "\n")
+    summarize.main(str(tmp_path / "results.jsonl"))
+    table = [row for row in capsys.readouterr().out.splitlines() if row.startswith("| ")]
+    assert table[1:] == ["| 0 | completed | 0 | 0 | H100 | - | - |",
+                         "| 1 | pruned | 0 | 0 | H100 | - | - |"]  # fmt: skip
 
 
 def test_offline_wheels_script_is_valid_bash():

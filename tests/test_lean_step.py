@@ -163,11 +163,15 @@ class _BetweenBatches(L.Callback):
         self.seen.append((batch_idx, delta, bar, None if callback is None else float(callback)))
 
 
-def test_step_values_are_converted_once_per_logging_step_and_stay_visible(monkeypatch):
+@pytest.mark.parametrize("val_check_interval", [None, 3])
+def test_step_values_are_converted_once_per_logging_step_and_stay_visible(
+    monkeypatch, val_check_interval
+):
     """Lightning rebuilds its progress-bar dict from every valid logged value after every
     batch (`.item()` each: a host sync per step on a GPU). After a logging step's values are
     shown, the next steps leave them alone: no conversions on the steps between, while the
-    bar and callback metrics keep showing the last logged loss."""
+    bar and callback metrics keep showing the last logged loss. With a validation right after
+    each logging step (val_check_interval=3) too: its steps must not spoil that."""
     from lightning.pytorch.trainer.connectors.logger_connector import result
 
     converted = [0]
@@ -186,8 +190,14 @@ def test_step_values_are_converted_once_per_logging_step_and_stay_visible(monkey
             losses.append(float(outputs["loss"]))
 
     watch = _BetweenBatches(converted)
-    trainer = make_trainer(limit_train_batches=8, log_every_n_steps=3, callbacks=[Losses(), watch])
-    trainer.fit(model, digits_loader(0, 128, 16))
+    trainer = make_trainer(
+        limit_train_batches=8,
+        log_every_n_steps=3,
+        val_check_interval=val_check_interval,
+        callbacks=[Losses(), watch],
+    )
+    validation = digits_loader(1000, 16, 16) if val_check_interval else None
+    trainer.fit(model, digits_loader(0, 128, 16), validation)
     # (batch started, conversions during the previous batch, bar's loss, callbacks' loss)
     by_batch = {index: (delta, bar, callback) for index, delta, bar, callback in watch.seen}
     logging_batches = {2, 5, 7}  # global steps 3 and 6 (every 3rd) and the epoch's last
