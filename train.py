@@ -6,22 +6,22 @@ python train.py -m +sweeps=lr_mixup_ls            # Optuna sweep
 python train.py --help                            # groups and options
 """
 
-from autotimm.process_gc import defer_collections
+from autotimm.startup import defer_collections
 
 if __name__ == "__main__":  # not in spawned children (DataLoader workers, ddp_spawn)
-    defer_collections()  # before the imports: ~500,000 objects (autotimm/process_gc.py)
+    defer_collections()  # before the imports: ~500,000 objects (autotimm/startup.py)
 
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from autotimm.resolvers import register_resolvers  # noqa: E402
+from autotimm.app.resolvers import register_resolvers  # noqa: E402
 
 register_resolvers()  # before Hydra composes: run dirs and paths use them
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
-    from autotimm.run import main as run  # imported here so --help stays fast
+    from autotimm.app.run import main as run  # imported here so --help stays fast
 
     return run(cfg)
 

@@ -13,15 +13,15 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it
 _EXPORTS: dict[str, str] = {
-    "ImageClassifier": "autotimm.classifier",
-    "BackboneConfig": "autotimm.backbone",
-    "list_backbones": "autotimm.backbone",
-    "ClassificationHead": "autotimm.heads",
-    "MetricConfig": "autotimm.metrics",
-    "MetricManager": "autotimm.metrics",
-    "LoggingConfig": "autotimm.logging_config",
-    "list_optimizers": "autotimm.optim",
-    "list_schedulers": "autotimm.optim",
+    "ImageClassifier": "autotimm.model.classifier",
+    "BackboneConfig": "autotimm.model.backbone",
+    "list_backbones": "autotimm.model.backbone",
+    "ClassificationHead": "autotimm.model.heads",
+    "MetricConfig": "autotimm.metrics.manager",
+    "MetricManager": "autotimm.metrics.manager",
+    "LoggingConfig": "autotimm.model.logging_config",
+    "list_optimizers": "autotimm.optim.factory",
+    "list_schedulers": "autotimm.optim.factory",
 }
 
 __all__ = [
@@ -37,12 +37,12 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
-    from autotimm.backbone import BackboneConfig, list_backbones
-    from autotimm.classifier import ImageClassifier
-    from autotimm.heads import ClassificationHead
-    from autotimm.logging_config import LoggingConfig
-    from autotimm.metrics import MetricConfig, MetricManager
-    from autotimm.optim import list_optimizers, list_schedulers
+    from autotimm.metrics.manager import MetricConfig, MetricManager
+    from autotimm.model.backbone import BackboneConfig, list_backbones
+    from autotimm.model.classifier import ImageClassifier
+    from autotimm.model.heads import ClassificationHead
+    from autotimm.model.logging_config import LoggingConfig
+    from autotimm.optim.factory import list_optimizers, list_schedulers
 
 
 def __getattr__(name: str) -> Any:

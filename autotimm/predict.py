@@ -112,7 +112,7 @@ def _rows(
     trained: TrainedModel, paths: list[Path], probs: Any, top_k: int, threshold: float | None
 ) -> list[Prediction]:
     from autotimm.inference.writers import multi_label_rows, rows_from
-    from autotimm.multilabel import labels_over_threshold, thresholds
+    from autotimm.model.multilabel import labels_over_threshold, thresholds
 
     if not trained.multi_label:
         return rows_from(paths, probs, trained.class_names, top_k)

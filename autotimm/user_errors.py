@@ -7,16 +7,22 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from autotimm.utils import in_multirun
+
 
 class UserError(ValueError):
     """A problem with the user's config or data (reported without a traceback)."""
 
 
+class CorruptImageError(OSError):
+    """An image file is missing or cannot be decoded; the message names the file.
+
+    An OSError (what reading a file raises), reported like a UserError."""
+
+
 def find_user_error(exc: BaseException) -> BaseException | None:
     """The config/data problem behind `exc` (unwrapping Hydra's instantiate errors), if any."""
     from omegaconf.errors import OmegaConfBaseException
-
-    from autotimm.data.files import CorruptImageError
 
     seen: BaseException | None = exc
     while seen is not None:
@@ -42,13 +48,6 @@ def print_user_error(error: BaseException) -> None:
     console.print("(set HYDRA_FULL_ERROR=1 for the full traceback)", style="dim")
 
 
-def _in_multirun() -> bool:
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-
-
 @contextmanager
 def user_errors_reported() -> Iterator[None]:
     """Single runs: a user error exits with one short message (status 1).
@@ -60,7 +59,7 @@ def user_errors_reported() -> Iterator[None]:
         yield
     except Exception as exc:
         user_error = find_user_error(exc)
-        if user_error is None or os.environ.get("HYDRA_FULL_ERROR") == "1" or _in_multirun():
+        if user_error is None or os.environ.get("HYDRA_FULL_ERROR") == "1" or in_multirun():
             raise
         print_user_error(user_error)
         sys.exit(1)

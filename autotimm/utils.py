@@ -1,4 +1,4 @@
-"""Small shared helpers: dotted-path imports and plain-container conversion."""
+"""Small shared helpers: dotted-path imports, plain-container conversion, Hydra's run state."""
 
 from __future__ import annotations
 
@@ -27,3 +27,18 @@ def to_plain(value: Any) -> Any:
     if isinstance(value, (DictConfig, ListConfig)):
         return OmegaConf.to_container(value, resolve=True)
     return value
+
+
+def hydra_config() -> Any | None:
+    """Hydra's config of the running job (None outside a Hydra app: notebooks, tests)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.get() if HydraConfig.initialized() else None
+
+
+def in_multirun() -> bool:
+    """Whether this process runs a job of a multirun (a sweep trial)."""
+    from hydra.types import RunMode
+
+    hc = hydra_config()
+    return hc is not None and hc.mode == RunMode.MULTIRUN

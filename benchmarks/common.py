@@ -30,7 +30,7 @@ def compose(overrides: list[str]) -> Any:
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from autotimm.resolvers import register_resolvers
+    from autotimm.app.resolvers import register_resolvers
 
     register_resolvers()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
@@ -59,7 +59,7 @@ def resolve_precision(precision: str | None, device: Any) -> str:
     """The project's default (bf16-mixed on bf16-capable GPUs, else 32-true) unless given."""
     if precision:
         return precision
-    from autotimm.resolvers import auto_precision
+    from autotimm.app.resolvers import auto_precision
 
     return auto_precision() if device.type == "cuda" else "32-true"
 
@@ -69,9 +69,9 @@ def prepare(args: Any) -> tuple[Any, str]:
     quiet_lightning()
     import lightning  # noqa: F401  (sets PYTORCH_NVML_BASED_CUDA_CHECK)
 
-    from autotimm.lean_imports import drop_nvml_check_without_nvml
+    from autotimm.startup import drop_nvml_check_without_nvml
 
-    drop_nvml_check_without_nvml()  # as autotimm.run does: neither side pays the probe
+    drop_nvml_check_without_nvml()  # as autotimm.app.run does: neither side pays the probe
     set_threads(getattr(args, "threads", None))
     device = resolve_device(args.device)
     precision = resolve_precision(args.precision, device)
@@ -80,7 +80,7 @@ def prepare(args: Any) -> tuple[Any, str]:
 
 
 def set_fast_defaults(device: Any) -> None:
-    """What autotimm.run does on a GPU (TF32 matmuls), applied to both sides alike."""
+    """What autotimm.app.run does on a GPU (TF32 matmuls), applied to both sides alike."""
     import torch
 
     if device.type == "cuda":
@@ -256,7 +256,7 @@ def fit_timed(
     No validation or checkpointing (the training step and the data path only); no logger
     unless one is given. Returns the timed images per second.
     """
-    from autotimm.compose import build_trainer
+    from autotimm.app.compose import build_trainer
 
     timer = step_timer(warmup, warmup + steps, clock_name)
     extra: dict[str, Any] = {}

@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     import lightning as L
     from hydra.utils import instantiate
 
-    from autotimm.compose import instantiate_each, prepare_model
+    from autotimm.app.compose import instantiate_each, prepare_model
 
     load_before = common.loadavg()
     device, precision = common.prepare(args)

@@ -2,7 +2,7 @@
 
 The framework side composes conf/config.yaml (as train.py does), instantiates the model
 node (ImageClassifier with the configured metrics, lr logging, scheduler), prepares it
-like autotimm.run (channels_last on CUDA, optional in-place compile) and trains it with
+like autotimm.app.run (channels_last on CUDA, optional in-place compile) and trains it with
 the Lightning Trainer built from the trainer node (its precision, accelerator, ...).
 The raw side is a hand-written loop over the same timm model, batch, precision and
 optimizer (timm's factory, fused on CUDA like ours). Both read the same device-resident
@@ -87,7 +87,7 @@ class Framework:
     def __init__(self, args: argparse.Namespace, device: Any, precision: str, root: str):
         from hydra.utils import instantiate
 
-        from autotimm.compose import instantiate_each, prepare_model
+        from autotimm.app.compose import instantiate_each, prepare_model
 
         overrides = common.backbone_overrides(args.model) + [
             f"trainer.precision={precision}",

@@ -27,9 +27,9 @@ from typing import Any
 import common
 
 BASELINE = "import torch, timm, lightning"
-# the same imports with train.py's collector settings (autotimm/process_gc.py): the plain
+# the same imports with train.py's collector settings (autotimm/startup.py): the plain
 # baseline also pays about 0.9 s of full collections that train.py defers
-TUNED_BASELINE = f"import autotimm.process_gc as g; g.defer_collections(); {BASELINE}"
+TUNED_BASELINE = f"import autotimm.startup as g; g.defer_collections(); {BASELINE}"
 # what each variant adds to `python train.py`; all stop after one training step
 VARIANTS: dict[str, list[str]] = {
     "default": [],
@@ -132,8 +132,9 @@ def time_train(variant: str, timeout: float) -> dict[str, float]:
 def autotimm_import_s() -> float:
     """Self import time of autotimm's own modules on top of torch/timm/lightning/hydra."""
     code = (
-        "import torch, timm, lightning, hydra.utils; import autotimm.run, autotimm.classifier, "
-        "autotimm.data, autotimm.callbacks, autotimm.data.gpu_transforms"
+        "import torch, timm, lightning, hydra.utils; import autotimm.app.run, "
+        "autotimm.model.classifier, autotimm.data, autotimm.training.callbacks, "
+        "autotimm.data.gpu_transforms"
     )
     done = subprocess.run(
         [sys.executable, "-X", "importtime", "-c", code], capture_output=True, text=True

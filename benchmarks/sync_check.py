@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     from hydra.utils import instantiate
 
-    from autotimm.compose import instantiate_each, prepare_model
+    from autotimm.app.compose import instantiate_each, prepare_model
 
     device, precision = common.prepare(args)
     with tempfile.TemporaryDirectory(prefix="autotimm-sync-") as root:

@@ -2,7 +2,7 @@
 
 A new interpreter costs about 6 s of imports on the test machines, so each kind of check
 keeps one real `python train.py` run (`run_train`) and its other cases run the same app in
-this process (`run_app`: composed like train.py, then `autotimm.run.main`).
+this process (`run_app`: composed like train.py, then `autotimm.app.run.main`).
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ def compose(tmp_path):
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
-    from autotimm.resolvers import register_resolvers
+    from autotimm.app.resolvers import register_resolvers
 
     register_resolvers()
     os.environ.setdefault("WANDB_MODE", "offline")
@@ -168,12 +168,12 @@ def run_app(compose, capsys, monkeypatch, tmp_path):
     """run_app(*overrides, name="run") -> AppRun: train.py's app in this process.
 
     Hydra's composition errors give what train.py prints for them (their message); the
-    run itself goes through `autotimm.run.main`, so user errors exit 1 with one short line.
+    run itself goes through `autotimm.app.run.main`, so user errors exit 1 with one short line.
     """
     from hydra.errors import HydraException
     from omegaconf import open_dict
 
-    from autotimm.run import main
+    from autotimm.app.run import main
 
     for key in ("PL_GLOBAL_SEED", "PL_SEED_WORKERS"):  # seed_everything's, restored after
         monkeypatch.delenv(key, raising=False)

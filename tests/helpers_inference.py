@@ -74,7 +74,7 @@ def trained_run(run_app, tmp_path: Path) -> TrainedRun:
     """Train the session's run once (about 10 s) and return it."""
     if "run" in _CACHE:
         return _CACHE["run"]
-    from autotimm.results import read_record
+    from autotimm.records.results import read_record
 
     root = tmp_path / "digits"
     new_images = write_digits(root)

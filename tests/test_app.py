@@ -78,7 +78,7 @@ def test_every_option_composes_and_instantiates(compose, tmp_path, group, option
         built = instantiate(cfg[group])
         assert built is not None
         if group == "backbone":
-            from autotimm.backbone import create_backbone
+            from autotimm.model.backbone import create_backbone
 
             assert create_backbone(built).num_features > 0
         if group == "metrics":
@@ -216,8 +216,8 @@ def test_resume_from_last_checkpoint(trained_run, run_app):
     # Lightning closes the checkpoint's epoch (1) with a validation pass, then trains epoch 2
     assert "0" not in {row["epoch"] for row in rows}
     assert max(val_epochs) == 2
-    # the cosine planned for 6 steps is re-sized to 9 (autotimm.resume): never climbing
-    # back up, the last step at the lr of the plan's last step (lr 1e-3, step 5 of 6)
+    # the cosine planned for 6 steps is re-sized to 9 (autotimm.optim.resizing_schedulers):
+    # never climbing back up, the last step at the lr of the plan's last step (lr 1e-3, step 5 of 6)
     lrs = [float(row["train/lr"]) for row in rows if row.get("train/lr")]
     assert lrs and all(b <= a * (1 + 1e-6) for a, b in zip(lrs, lrs[1:], strict=False)), lrs
     assert lrs[-1] == pytest.approx(1e-3 * 0.5 * (1 + math.cos(math.pi * 5 / 6)), rel=1e-5)

@@ -24,9 +24,10 @@ from typing import Any
 import pytest
 from lightning.pytorch.callbacks import Callback
 
-from autotimm.devices import LOCAL, REMOTE, DevicePlan, is_launcher
-from autotimm.results import read_record
-from autotimm.sweep import runners
+from autotimm.records.results import read_record
+from autotimm.sweep import launchers, runners
+from autotimm.sweep.devices import DevicePlan
+from autotimm.sweep.launchers import LOCAL, REMOTE, is_launcher
 from tests.conftest import ROOT
 from tests.test_sweeps import TINY, load_study, sweep, sweep_dir
 
@@ -53,7 +54,7 @@ def test_submitit_launchers_get_one_job_per_trial_from_their_own_config(compose,
     )
     # Hydra's plugin scan may load the module twice: compare by name along the MRO
     assert is_launcher(launcher, f"{SUBMITIT}:LocalLauncher")
-    runner = runners.make_runner(DevicePlan(n_jobs=2, launcher=LOCAL), launcher)
+    runner = launchers.make_runner(DevicePlan(n_jobs=2, launcher=LOCAL), launcher)
     from autotimm.sweep.runners_submitit import SubmititRunner
 
     assert isinstance(runner, SubmititRunner) and runner.running == 0
@@ -66,15 +67,15 @@ def test_submitit_launchers_get_one_job_per_trial_from_their_own_config(compose,
 def test_a_bad_launcher_key_fails_before_any_trial(compose):
     launcher = submitit_launcher(compose, "hydra/launcher=submitit_local", "hydra.launcher.nodes=2")
     with pytest.raises(ValueError, match="LocalExecutor can use only one node"):
-        runners.make_runner(DevicePlan(n_jobs=2, launcher=LOCAL), launcher)
+        launchers.make_runner(DevicePlan(n_jobs=2, launcher=LOCAL), launcher)
 
 
 def test_joblib_and_the_basic_launcher_keep_their_runners():
     from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher
 
     basic = runners.LauncherRunner
-    assert isinstance(runners.make_runner(DevicePlan(n_jobs=1), JoblibLauncher()), basic)
-    other = runners.make_runner(DevicePlan(n_jobs=2, launcher=REMOTE), object())  # unknown
+    assert isinstance(launchers.make_runner(DevicePlan(n_jobs=1), JoblibLauncher()), basic)
+    other = launchers.make_runner(DevicePlan(n_jobs=2, launcher=REMOTE), object())  # unknown
     assert isinstance(other, basic)
 
 
@@ -86,7 +87,7 @@ def test_ray_launcher_without_ray_names_the_extra_to_install():
     from autotimm.sweep.engine_checks import SweepSetupError
 
     with pytest.raises(SweepSetupError, match=r"pip install 'autotimm\[ray\]'") as raised:
-        runners.make_runner(DevicePlan(n_jobs=2, launcher=REMOTE), launcher)
+        launchers.make_runner(DevicePlan(n_jobs=2, launcher=REMOTE), launcher)
     assert "(RayLauncher) runs trials as Ray tasks" in str(raised.value)
 
 
@@ -100,7 +101,7 @@ from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 
-from autotimm.resolvers import register_resolvers
+from autotimm.app.resolvers import register_resolvers
 
 register_resolvers()
 

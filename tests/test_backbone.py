@@ -9,7 +9,7 @@ from helpers_library import _one_torch_thread, build, one_batch  # noqa: F401
 from timm.layers import DropPath
 
 from autotimm import BackboneConfig, ImageClassifier, list_backbones
-from autotimm.backbone import _hub_reachable, create_backbone
+from autotimm.model.backbone import _hub_reachable, create_backbone
 
 
 def test_string_backbone_equals_default_config():

@@ -338,11 +338,11 @@ BAD_INPUTS = [
 
 @pytest.mark.parametrize(("overrides", "expected"), BAD_INPUTS, ids=lambda v: str(v)[:40])
 def test_bad_input_raises_value_error_at_construction(overrides, expected, monkeypatch):
-    import autotimm.classifier
+    import autotimm.model.classifier
 
     built = []
     monkeypatch.setattr(
-        autotimm.classifier, "create_backbone", lambda cfg: built.append(cfg) or None
+        autotimm.model.classifier, "create_backbone", lambda cfg: built.append(cfg) or None
     )
     if "backbone" in overrides:
         monkeypatch.undo()

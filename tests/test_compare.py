@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from autotimm.compare import compare, find_runs, main, swept_keys
-from autotimm.results import (
+from autotimm.records.results import (
     RESULTS_FILE,
     Objective,
     Pruned,

@@ -1,4 +1,4 @@
-"""The `compile` switch and the other fast defaults of autotimm.run, on the CPU.
+"""The `compile` switch and the other fast defaults of autotimm.app.run, on the CPU.
 
 In-place ``model.compile()`` (what ``compile=true`` does) keeps state_dict keys free of the
 ``_orig_mod.`` prefix, so a checkpoint written by a compiled model loads into a plain one
@@ -16,7 +16,7 @@ from conftest import FAST, latest_results, run_train
 from torch.utils.data import DataLoader, TensorDataset
 
 from autotimm import ImageClassifier
-from autotimm.compose import prepare_model, uses_cuda
+from autotimm.app.compose import prepare_model, uses_cuda
 
 
 def tiny_model(seed: int = 0) -> ImageClassifier:
@@ -52,7 +52,7 @@ def outputs(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
 def test_compiled_checkpoint_loads_into_plain_model_and_back(tmp_path):
     x = torch.randn(2, 3, 32, 32)
     compiled = tiny_model()
-    compiled.compile(backend="eager")  # in place, like autotimm.compose.prepare_model
+    compiled.compile(backend="eager")  # in place, like autotimm.app.compose.prepare_model
     path = fit_two_steps(compiled, tmp_path)
     state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
     assert state and not any("_orig_mod" in key for key in state)

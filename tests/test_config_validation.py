@@ -1,5 +1,5 @@
 """Config validation on one path: every bad value of every group fails when its own node
-is instantiated (autotimm.config_nodes.validate_groups), before any data loads, with one
+is instantiated (autotimm.app.config_nodes.validate_groups), before any data loads, with one
 short message naming the value and the accepted ones."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 from hydra.utils import instantiate
 
+from autotimm.app.config_nodes import validate_groups
 from autotimm.checks import ConfigValueError
-from autotimm.config_nodes import validate_groups
 from tests.conftest import ROOT, run_train
 
 # data that would fail loudly (with a data error naming this path) if it were ever read
@@ -156,8 +156,8 @@ def _assert_names(message: str, expected: list[str]) -> None:
 
 @pytest.mark.parametrize("case", sorted(BAD_VALUES))
 def test_bad_value_fails_before_the_data_loads(compose, data_spy, case):
-    """Through the run itself (autotimm.run.train), with data that fails if read."""
-    from autotimm.run import train
+    """Through the run itself (autotimm.app.run.train), with data that fails if read."""
+    from autotimm.app.run import train
 
     overrides, expected = BAD_VALUES[case]
     cfg = compose([*NO_DATA, *overrides])
@@ -240,9 +240,9 @@ def test_any_timm_optimizer_name_is_accepted(compose):
 
 def test_the_library_checks_each_concern_once(monkeypatch):
     """ImageClassifier(...) checks its arguments with the same functions, one call each."""
-    import autotimm.backbone
-    import autotimm.classifier
-    import autotimm.optim_check
+    import autotimm.model.backbone
+    import autotimm.model.classifier
+    import autotimm.optim.check
     from autotimm import ImageClassifier
 
     calls: dict[str, int] = {}
@@ -256,10 +256,10 @@ def test_the_library_checks_each_concern_once(monkeypatch):
 
         monkeypatch.setattr(module, name, wrapper)
 
-    counting(autotimm.optim_check, "create_optimizer")  # the dry run's optimizer
-    counting(autotimm.optim_check, "create_scheduler")  # the dry run's scheduler
-    counting(autotimm.classifier, "validate_regularization")
-    counting(autotimm.backbone, "validate_model_name")
+    counting(autotimm.optim.check, "create_optimizer")  # the dry run's optimizer
+    counting(autotimm.optim.check, "create_scheduler")  # the dry run's scheduler
+    counting(autotimm.model.classifier, "validate_regularization")
+    counting(autotimm.model.backbone, "validate_model_name")
     ImageClassifier("resnet18", num_classes=3, metrics=[], optimizer="sgd", scheduler="step")
     assert calls == {
         "create_optimizer": 1,

@@ -31,7 +31,7 @@ def test_ddp_run_trains_with_two_processes_and_one_record(tmp_path, compose):
     from torch.utils.data import DataLoader, Subset
 
     from autotimm import ImageClassifier
-    from autotimm.results import read_record
+    from autotimm.records.results import read_record
 
     done = run_train(tmp_path, *SMALL, *DDP)
     output = done.stdout + done.stderr
@@ -94,7 +94,7 @@ def test_a_sweep_with_ddp_is_refused_before_it_starts(tmp_path):
     ],
 )
 def test_which_trainers_a_sweep_refuses(compose, overrides, refused):
-    from autotimm.multirun_checks import check_one_process_per_trial
+    from autotimm.sweep.multirun_checks import check_one_process_per_trial
     from autotimm.user_errors import UserError
 
     cfg = compose(overrides)

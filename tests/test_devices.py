@@ -1,4 +1,5 @@
-"""autotimm.devices: launchers recognised by type, threads per trial, one key for trials at once."""
+"""autotimm.sweep.devices and .launchers: launchers recognised by type, threads per trial, one
+key for trials at once."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import LocalLauncher, SlurmLauncher
 from omegaconf import OmegaConf
 
-from autotimm import devices
+from autotimm.sweep import devices, launchers
 
 JOBLIB = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
 BASIC = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
@@ -25,19 +26,19 @@ class JoblibLauncherLookalike:
 
 
 def test_launchers_are_recognised_by_type():
-    assert devices.launcher_kind(JOBLIB) == devices.JOBLIB
-    assert devices.launcher_kind(JoblibLauncher()) == devices.JOBLIB  # an instance
-    assert devices.launcher_kind(MyJoblibLauncher) == devices.JOBLIB  # a subclass
-    assert devices.launcher_kind(JoblibLauncherLookalike) == devices.REMOTE  # not by name
-    assert devices.launcher_kind(BASIC) == devices.IN_PROCESS
-    assert devices.launcher_kind(None) == devices.IN_PROCESS  # Hydra's default launcher
-    assert devices.launcher_kind(LocalLauncher) == devices.LOCAL
-    assert devices.launcher_kind(SlurmLauncher) == devices.REMOTE
+    assert launchers.launcher_kind(JOBLIB) == launchers.JOBLIB
+    assert launchers.launcher_kind(JoblibLauncher()) == launchers.JOBLIB  # an instance
+    assert launchers.launcher_kind(MyJoblibLauncher) == launchers.JOBLIB  # a subclass
+    assert launchers.launcher_kind(JoblibLauncherLookalike) == launchers.REMOTE  # not by name
+    assert launchers.launcher_kind(BASIC) == launchers.IN_PROCESS
+    assert launchers.launcher_kind(None) == launchers.IN_PROCESS  # Hydra's default launcher
+    assert launchers.launcher_kind(LocalLauncher) == launchers.LOCAL
+    assert launchers.launcher_kind(SlurmLauncher) == launchers.REMOTE
 
 
 def test_an_unknown_launcher_target_names_itself():
     with pytest.raises(ImportError, match="no_such.Launcher"):
-        devices.launcher_kind("no_such.Launcher")
+        launchers.launcher_kind("no_such.Launcher")
 
 
 def test_threads_per_trial_share_the_cores():
@@ -74,8 +75,8 @@ def test_one_key_sets_trials_at_once(tmp_path, clean_env, caplog):
     config = sweep_config(tmp_path, JOBLIB, {"n_jobs": -1}, simulate_gpus=3, n_jobs=2)
     plan = devices.plan_for_sweep(config)
     assert plan.n_jobs == 2 and config.hydra.launcher.n_jobs == 2
-    assert plan.own_pool and plan.launcher == devices.JOBLIB
-    with caplog.at_level(logging.WARNING, logger="autotimm.devices"):
+    assert plan.own_pool and plan.launcher == launchers.JOBLIB
+    with caplog.at_level(logging.WARNING, logger="autotimm.sweep.devices"):
         config = sweep_config(tmp_path, JOBLIB, {"n_jobs": 5}, simulate_gpus=3)
         assert devices.plan_for_sweep(config).n_jobs == 3
     assert config.hydra.launcher.n_jobs == 3
@@ -87,14 +88,14 @@ def test_own_pool_only_for_joblib_with_several_trials(tmp_path, clean_env):
     assert not devices.plan_for_sweep(sweep_config(tmp_path, JOBLIB)).own_pool  # 1 on a CPU
     assert devices.plan_for_sweep(sweep_config(tmp_path, JOBLIB, cpu_workers=2)).own_pool
     plan = devices.plan_for_sweep(sweep_config(tmp_path, local, simulate_gpus=2))
-    assert plan.launcher == devices.LOCAL and plan.n_jobs == 2 and not plan.own_pool
+    assert plan.launcher == launchers.LOCAL and plan.n_jobs == 2 and not plan.own_pool
     assert os.environ[devices.ENV_POOL] == "0,1"  # submitit-local jobs claim from the pool
     plan = devices.plan_for_sweep(sweep_config(tmp_path, BASIC, simulate_gpus=2, n_jobs=2))
-    assert plan.launcher == devices.IN_PROCESS and plan.n_jobs == 1 and not plan.own_pool
+    assert plan.launcher == launchers.IN_PROCESS and plan.n_jobs == 1 and not plan.own_pool
 
 
 def test_claim_is_reexported_from_devices():
-    from autotimm import gpu_claim
+    from autotimm.sweep import gpu_claim
 
     assert devices.claim_gpu is gpu_claim.claim_gpu
     assert devices.ENV_SIMULATED_GPU == gpu_claim.ENV_SIMULATED_GPU

@@ -7,7 +7,7 @@ import importlib.util
 
 import pytest
 
-from autotimm.results import read_record
+from autotimm.records.results import read_record
 from tests.engines_support import need
 from tests.test_async_engines import spans_overlap
 from tests.test_sweeps import RAY_ON_CPU, TINIEST, load_study, sweep, sweep_dir

@@ -14,7 +14,7 @@ import subprocess
 
 import pytest
 
-from autotimm.results import read_record
+from autotimm.records.results import read_record
 from tests.engines_support import (
     RECORD_ENV,
     SLURM_SMALL,

@@ -93,8 +93,8 @@ print(json.dumps({"logits": logits[0].tolist(), "labels": model.pretrained_cfg["
 
 
 def test_timm_folder_loads_with_timm_alone_and_matches(run, tmp_path):
-    from autotimm.backbone import BackboneConfig, create_backbone
     from autotimm.inference.checkpoint import load_trained
+    from autotimm.model.backbone import BackboneConfig, create_backbone
 
     folder = tmp_path / "timm_model"
     assert main([str(run.run_dir), "--format", "timm", "--out", str(folder)]) == 0

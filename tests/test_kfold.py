@@ -17,7 +17,7 @@ from autotimm.data import ImageDataModule
 from autotimm.data.datasets import ArrayImageDataset, SubsetDataset
 from autotimm.data.folds import check_fold_options, fold_numbers, pool_of
 from autotimm.data.splits import stratified_split
-from autotimm.results import Objective, RunRecord, SweepInfo, read_record, write_record
+from autotimm.records.results import Objective, RunRecord, SweepInfo, read_record, write_record
 from tests.conftest import FAST
 from tests.test_data import make_class_folders, split_paths
 from tests.test_sweeps import sweep, sweep_dir

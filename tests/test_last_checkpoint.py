@@ -1,5 +1,5 @@
-"""last.ckpt without a second write (autotimm.callbacks.LastCheckpoint): real Lightning fits
-of a tiny model whose validation score is scripted per epoch, with the default callbacks'
+"""last.ckpt without a second write (autotimm.training.callbacks.LastCheckpoint): real Lightning
+fits of a tiny model whose validation score is scripted per epoch, with the default callbacks'
 pair (best on the score + last every validation)."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader, TensorDataset
 
-from autotimm.callbacks import LastCheckpoint
+from autotimm.training.callbacks import LastCheckpoint
 
 
 class Scripted(L.LightningModule):
@@ -97,11 +97,11 @@ def test_where_links_fail_last_is_written(tmp_path, monkeypatch):
 @pytest.mark.parametrize("name", ["default", "quiet", "early_stopping"])
 def test_every_callbacks_option_writes_last_with_it(compose, name):
     node = compose([f"callbacks={name}"]).callbacks.last_checkpoint
-    assert node._target_ == "autotimm.callbacks.LastCheckpoint"
+    assert node._target_ == "autotimm.training.callbacks.LastCheckpoint"
 
 
 def test_local_checkpoint_io_writes_atomically(tmp_path, monkeypatch):
-    from autotimm.checkpoint_io import LocalCheckpointIO
+    from autotimm.training.checkpoint_io import LocalCheckpointIO
 
     io, path = LocalCheckpointIO(), tmp_path / "sub" / "best.ckpt"
     io.save_checkpoint({"epoch": 1, "w": torch.ones(3)}, path)
@@ -121,7 +121,7 @@ def test_local_checkpoint_io_writes_atomically(tmp_path, monkeypatch):
 def test_local_checkpoint_io_leaves_remote_paths_to_lightning():
     import fsspec
 
-    from autotimm.checkpoint_io import LocalCheckpointIO, is_local
+    from autotimm.training.checkpoint_io import LocalCheckpointIO, is_local
 
     assert is_local("/a/b.ckpt") and is_local("file:///a/b.ckpt")
     assert not is_local("s3://bucket/b.ckpt")
@@ -134,11 +134,13 @@ def test_local_checkpoint_io_leaves_remote_paths_to_lightning():
 def test_every_trainer_option_uses_it(compose):
     for name in ("default", "cpu", "gpu", "ddp"):
         plugins = compose([f"trainer={name}"]).trainer.plugins
-        assert [p._target_ for p in plugins] == ["autotimm.checkpoint_io.LocalCheckpointIO"]
+        assert [p._target_ for p in plugins] == [
+            "autotimm.training.checkpoint_io.LocalCheckpointIO"
+        ]
 
 
 def _local_io() -> list:
-    from autotimm.checkpoint_io import LocalCheckpointIO
+    from autotimm.training.checkpoint_io import LocalCheckpointIO
 
     return [LocalCheckpointIO()]  # what train.py's trainer uses
 

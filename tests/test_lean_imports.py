@@ -32,7 +32,7 @@ def test_lightning_without_scipy_signal_then_the_real_module():
     deferred = _run(
         CHECK.replace(
             "import torchmetrics, lightning",
-            "from autotimm.lean_imports import scipy_signal_deferred\n"
+            "from autotimm.startup import scipy_signal_deferred\n"
             "with scipy_signal_deferred():\n    import torchmetrics, lightning",
         ).format(before="")
     )
@@ -48,7 +48,7 @@ def test_lightning_without_scipy_signal_then_the_real_module():
 def test_nothing_changes_when_scipy_signal_is_already_imported():
     code = (
         "import sys, scipy.signal\nreal = sys.modules['scipy.signal']\n"
-        "from autotimm.lean_imports import scipy_signal_deferred\n"
+        "from autotimm.startup import scipy_signal_deferred\n"
         "with scipy_signal_deferred():\n    import lightning\n"
         "import json; print(json.dumps({'same': sys.modules['scipy.signal'] is real}))"
     )
@@ -56,6 +56,6 @@ def test_nothing_changes_when_scipy_signal_is_already_imported():
 
 
 def test_the_stand_in_hamming_is_scipys():
-    from autotimm.lean_imports import _hamming
+    from autotimm.startup import _hamming
 
     assert [round(float(x), 4) for x in _hamming(3)] == [0.08, 1.0, 0.08]

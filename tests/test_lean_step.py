@@ -15,10 +15,10 @@ from helpers_library import digits_loader, make_trainer
 from lightning.pytorch.profilers import PassThroughProfiler, SimpleProfiler
 
 from autotimm import ImageClassifier
-from autotimm.compose import build_trainer
-from autotimm.lean_imports import drop_nvml_check_without_nvml
-from autotimm.profiler import QuietProfiler
-from autotimm.step_logging import LossMean
+from autotimm.app.compose import build_trainer
+from autotimm.metrics.stage_logs import LossMean
+from autotimm.startup import drop_nvml_check_without_nvml
+from autotimm.training.profiler import QuietProfiler
 
 
 def test_trainer_gets_the_quiet_profiler_unless_one_is_configured(compose):

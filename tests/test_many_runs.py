@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from autotimm.results import read_record
+from autotimm.records.results import read_record
 from tests.conftest import FAST, TRAIN, run_dirs, train_env
 
 RUNS = 8

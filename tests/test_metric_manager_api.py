@@ -35,7 +35,7 @@ def _configs() -> list[MetricConfig]:
 
 def _conf_metrics(name: str) -> list[MetricConfig]:
     """A metrics set as the app builds it from conf/metrics/<name>.yaml."""
-    from autotimm.config_nodes import metric_list
+    from autotimm.app.config_nodes import metric_list
 
     node = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "metrics" / f"{name}.yaml"))
     node.pop("_target_")
@@ -262,7 +262,7 @@ def _sklearn_scores(threshold: np.ndarray) -> dict[str, float]:
 
 
 def test_multi_label_metrics_from_the_default_set_match_hand_and_sklearn(caplog):
-    with caplog.at_level(logging.INFO, logger="autotimm.metrics"):
+    with caplog.at_level(logging.INFO, logger="autotimm.metrics.manager"):
         manager = MetricManager(_conf_metrics("classification"), 3, multi_label=True)
     assert [c.name for c in manager] == ["accuracy", "f1_macro", "balanced_accuracy", "auroc"]
     assert "'top5' left out: top_k has no multi-label meaning" in caplog.text

@@ -24,7 +24,7 @@ from helpers_library import (  # noqa: F401
 from lightning.pytorch.loggers import CSVLogger
 
 from autotimm import LoggingConfig, MetricConfig, MetricManager
-from autotimm.step_logging import StageLogs
+from autotimm.metrics.stage_logs import StageLogs
 
 
 def _metric(name, cls, stages, **extra):
@@ -313,7 +313,7 @@ def test_logging_config_off_logs_nothing_extra(tmp_path):
 
 
 def test_global_norm_is_one_device_tensor():
-    from autotimm.classifier import _global_norm
+    from autotimm.model.classifier import _global_norm
 
     tensors = [torch.randn(3, 4), torch.randn(5), torch.randn(2, 2, 2)]
     norm = _global_norm(tensors)
@@ -375,7 +375,7 @@ def test_confusion_matrix_goes_to_every_image_logger(tmp_path, monkeypatch):
 def test_confusion_figure_is_redrawn_like_a_new_one_for_each_matrix():
     """The figure of a class list is kept between validations: each matrix must still give
     the image a fresh figure gives (nothing left from the previous counts or colours)."""
-    from autotimm import confusion
+    from autotimm.model import confusion
 
     names = [f"c{i}" for i in range(4)]
     first = torch.tensor([[9, 0, 0, 1], [0, 5, 5, 0], [2, 0, 7, 1], [0, 0, 0, 10]])
@@ -464,7 +464,7 @@ def test_kept_batches_give_the_metrics_the_same_epoch_state(monkeypatch, limit, 
     reads just those: `with_auroc=False`) and the metrics get them in one update (at a
     logging step, at the epoch's end, or past PENDING_LIMIT elements): the epoch values
     equal those of one update per batch, and a logging step's value is its own batch's."""
-    from autotimm import metrics as metrics_module
+    from autotimm.metrics import manager as metrics_module
 
     if limit is not None:  # 100 elements: every second batch of 8 x 10 logits flushes
         monkeypatch.setattr(metrics_module, "PENDING_LIMIT", limit)

@@ -1,4 +1,4 @@
-"""autotimm.model_cost: a model's parameters, GFLOPs (2 flops per multiply-add), latency and
+"""autotimm.model.cost: a model's parameters, GFLOPs (2 flops per multiply-add), latency and
 throughput, measured without changing the model (flags, weights, layout, compile)."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import pytest
 import timm
 import torch
 
-from autotimm import model_cost
-from autotimm.model_cost import autocast_dtype, measure_cost
-from autotimm.results import ModelCost
+from autotimm.model import cost as model_cost
+from autotimm.model.cost import autocast_dtype, measure_cost
+from autotimm.records.results import ModelCost
 
 SMALL = (3, 32, 32)
 QUICK = {"throughput_batch": 4, "budget_s": 0.05}
@@ -72,7 +72,7 @@ def test_leaves_flags_and_weights_as_they_were():
 def test_compiled_and_channels_last_models():
     plain = measure_cost(tiny(), SMALL, "cpu", **QUICK)
     model = tiny().to(memory_format=torch.channels_last)
-    model.compile(backend="eager")  # in place, like autotimm.compose.prepare_model
+    model.compile(backend="eager")  # in place, like autotimm.app.compose.prepare_model
     compiled_call = model._compiled_call_impl
     # one batch size: one compile (a second size would compile again)
     cost = measure_cost(model, SMALL, "cpu", throughput_batch=1, budget_s=0.05)

@@ -184,7 +184,7 @@ def _batch(n: int = 8, labels: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def test_mixup_mixes_multi_hot_targets_with_the_images_lambda():
-    from autotimm.regularization import BatchMixer
+    from autotimm.model.regularization import BatchMixer
 
     images, target = _batch()
     mixer = BatchMixer(5, mixup_alpha=0.4, cutmix_alpha=0.0, label_smoothing=0.1, multi_label=True)
@@ -199,7 +199,7 @@ def test_mixup_mixes_multi_hot_targets_with_the_images_lambda():
 
 @pytest.mark.parametrize("mode", ["batch", "elem"])
 def test_cutmix_targets_follow_the_pasted_area(mode):
-    from autotimm.regularization import BatchMixer
+    from autotimm.model.regularization import BatchMixer
 
     images, target = _batch()
     mixer = BatchMixer(5, 0.0, cutmix_alpha=1.0, label_smoothing=0.0, mode=mode, multi_label=True)
@@ -213,7 +213,7 @@ def test_cutmix_targets_follow_the_pasted_area(mode):
 
 
 def test_odd_batches_and_mixing_off_give_smoothed_plain_targets():
-    from autotimm.regularization import BatchMixer
+    from autotimm.model.regularization import BatchMixer
 
     images, target = _batch(7)
     mixer = BatchMixer(5, 0.4, 1.0, label_smoothing=0.2, multi_label=True)

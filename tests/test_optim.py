@@ -18,7 +18,7 @@ from helpers_library import (  # noqa: F401  (_one_torch_thread is an autouse fi
 from helpers_library import build as build_classifier
 
 from autotimm import list_optimizers, list_schedulers
-from autotimm.optim import create_optimizer
+from autotimm.optim.factory import create_optimizer
 
 LR = 1e-3
 WD = 0.05

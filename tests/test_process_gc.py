@@ -31,7 +31,7 @@ def test_freeze_only_after_defer_and_only_once(tmp_path):
     state = _python(
         """
 import gc, json
-from autotimm import process_gc
+from autotimm import startup as process_gc
 default = gc.get_threshold()
 process_gc.freeze_imported()                 # never deferred: nothing changes
 untouched = gc.get_freeze_count()
@@ -96,8 +96,8 @@ def test_sweep_process_gets_its_collector_back_unless_trials_run_in_it(
         """
 import gc, json, sys
 from omegaconf import OmegaConf
-from autotimm import process_gc
-from autotimm.multirun_checks import MultirunChecks
+from autotimm import startup as process_gc
+from autotimm.sweep.multirun_checks import MultirunChecks
 default = gc.get_threshold()
 process_gc.defer_collections()
 config = {"trainer": {"devices": 1}}
@@ -116,6 +116,6 @@ print(json.dumps(dict(default=default, frozen=gc.get_freeze_count(),
 
 def test_import_autotimm_process_gc_is_light():
     # train.py imports it before anything else: it must not pull in torch
-    code = "import sys, autotimm.process_gc; print('torch' in sys.modules)"
+    code = "import sys, autotimm.startup; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert out.stdout.strip() == "False", out.stderr

@@ -8,7 +8,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from autotimm import ImageClassifier, MetricConfig
-from autotimm.callbacks import RichProgressBar
+from autotimm.training.callbacks import RichProgressBar
 
 
 def _reads_during_fit(monkeypatch, tmp_path, bar, **trainer_kwargs) -> tuple[list[int], dict]:

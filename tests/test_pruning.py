@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from autotimm.results import read_record
+from autotimm.records.results import read_record
 from tests.test_sweeps import _wandb_inspect, load_study, sweep, sweep_dir
 
 GOOD, HOPELESS = 0.003, (1e-8, 2e-8)

@@ -18,8 +18,8 @@ from helpers_library import (  # noqa: F401  (_one_torch_thread is an autouse fi
 )
 from helpers_library import build as build_classifier
 
-from autotimm.ema import RAW_KEY
-from autotimm.optim import create_optimizer
+from autotimm.model.ema import RAW_KEY
+from autotimm.optim.factory import create_optimizer
 
 
 def build(**overrides: Any) -> Any:
@@ -180,7 +180,7 @@ def test_backbone_trains_from_freeze_backbone_epochs():
 def test_class_weights_reach_the_loss(compose):
     from hydra.utils import instantiate
 
-    from autotimm.compose import build_model
+    from autotimm.app.compose import build_model
     from autotimm.data.datasets import targets_of
 
     cfg = compose(["data.class_weights=auto", "backbone.model_name=test_resnet", "data.limit=300"])
@@ -198,7 +198,7 @@ def test_class_weights_reach_the_loss(compose):
 
 
 def test_balanced_sampler_draws_classes_evenly():
-    from autotimm.imbalance import loader_order
+    from autotimm.data.imbalance import loader_order
 
     class Imbalanced(torch.utils.data.Dataset):
         targets = np.array([0] * 900 + [1] * 90 + [2] * 10)

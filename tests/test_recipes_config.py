@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from autotimm.app.config_nodes import validate_groups
 from autotimm.checks import ConfigValueError
-from autotimm.config_nodes import validate_groups
 
 # id -> (overrides, fragments of the message: the key=value and what is accepted)
 BAD_RECIPES = {
@@ -81,8 +81,8 @@ def test_every_recipe_together_trains_and_predicts_with_the_ema_weights(run_app,
     way) uses."""
     import timm
 
-    from autotimm.ema import RAW_KEY
     from autotimm.inference.checkpoint import load_trained, run_checkpoint
+    from autotimm.model.ema import RAW_KEY
 
     weights = tmp_path / "test_resnet.pth"
     torch.save(timm.create_model("test_resnet", num_classes=7).state_dict(), weights)
@@ -130,7 +130,7 @@ def test_a_checkpoint_of_another_backbone_is_refused(tmp_path):
     from helpers_library import build
 
     from autotimm import BackboneConfig
-    from autotimm.backbone import create_backbone
+    from autotimm.model.backbone import create_backbone
 
     path = tmp_path / "resnet.ckpt"
     trained = build(backbone="test_resnet")

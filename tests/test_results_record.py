@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from autotimm.results import (
+from autotimm.records.results import (
     Objective,
     Pruned,
     RecordError,
@@ -94,4 +94,4 @@ def test_only_the_record_module_names_the_file():
         for path in (ROOT / folder).rglob("*.py")
         if path.name != "results.py" and re.search(r"[\"']results\.json[\"']", path.read_text())
     ]
-    assert not offenders, f"results.json named outside autotimm/results.py: {offenders}"
+    assert not offenders, f"results.json named outside autotimm/records/results.py: {offenders}"

@@ -1,5 +1,5 @@
-"""A run resumed with more epochs re-sizes its schedule (autotimm.resume): real Trainer.fit
-runs on digits, stopped part-way, then resumed with `Trainer.fit(ckpt_path=...)` as a
+"""A run resumed with more epochs re-sizes its schedule (autotimm.optim.resizing_schedulers): real
+Trainer.fit runs on digits, stopped part-way, then resumed with `Trainer.fit(ckpt_path=...)` as a
 library user would (train.py does the same through ImageClassifier)."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from helpers_library import (  # noqa: F401  (_one_torch_thread is an autouse fi
 )
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from autotimm.resume import position, stretched
+from autotimm.optim.resizing_schedulers import position, stretched
 
 LR = 1e-3
 BATCHES = 2  # optimizer steps per epoch
@@ -121,7 +121,7 @@ def test_step_resumed_longer_moves_its_remaining_decays_to_the_new_length(tmp_pa
 
 def test_a_finished_schedule_resumed_longer_stays_at_its_last_lr(tmp_path, caplog):
     before = _fit(tmp_path, 2, None, None, scheduler="cosine")
-    with caplog.at_level(logging.WARNING, logger="autotimm.resume"):
+    with caplog.at_level(logging.WARNING, logger="autotimm.optim.resizing_schedulers"):
         after = _fit(tmp_path / "resumed", 4, tmp_path / "last.ckpt", None, scheduler="cosine")
     # torch's cosine climbed back up from 0 here; the lr after the last step (0) is not used
     assert after.step_lrs == pytest.approx([before.step_lrs[-1]] * 4)
@@ -131,7 +131,7 @@ def test_a_finished_schedule_resumed_longer_stays_at_its_last_lr(tmp_path, caplo
 def test_a_length_set_by_the_user_is_kept(tmp_path, caplog):
     kwargs = {"scheduler": "step", "scheduler_kwargs": {"step_size": 1, "gamma": 0.5}}
     _fit(tmp_path, 4, None, 2, **kwargs)
-    with caplog.at_level(logging.WARNING, logger="autotimm.resume"):
+    with caplog.at_level(logging.WARNING, logger="autotimm.optim.resizing_schedulers"):
         after = _fit(tmp_path / "resumed", 5, tmp_path / "last.ckpt", None, **kwargs)
     assert after.epoch_lrs == pytest.approx([LR * 0.5**e for e in (2, 3, 4)])
     assert "keeps the length set in scheduler_kwargs" in caplog.text

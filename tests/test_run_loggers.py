@@ -1,4 +1,4 @@
-"""The loggers start in a thread while the run loads its data (autotimm.run_loggers)."""
+"""The loggers start in a thread while the run loads its data (autotimm.app.loggers)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from omegaconf import OmegaConf
 
-from autotimm.run_loggers import start_loggers
+from autotimm.app.loggers import start_loggers
 
 STARTED = threading.Event()
 RELEASE = threading.Event()

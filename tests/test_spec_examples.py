@@ -15,7 +15,7 @@ import pytest
 import torch
 from helpers_library import _one_torch_thread  # noqa: F401
 
-from autotimm.backbone import _hub_reachable
+from autotimm.model.backbone import _hub_reachable
 
 BASIC = """
 from autotimm import ImageClassifier, MetricConfig
@@ -206,7 +206,7 @@ def test_with_enhanced_logging(basic):
 
 
 def test_with_custom_optimizer(basic):
-    from autotimm.optim import create_optimizer
+    from autotimm.optim.factory import create_optimizer
 
     model = _run(CUSTOM_OPTIMIZER, dict(basic))["model"]
     _check_resnet50(model)
@@ -218,7 +218,7 @@ def test_with_custom_optimizer(basic):
 
 
 def test_with_custom_scheduler(basic):
-    from autotimm.optim import TrainingLength, create_optimizer, create_scheduler
+    from autotimm.optim.factory import TrainingLength, create_optimizer, create_scheduler
 
     model = _run(CUSTOM_SCHEDULER, dict(basic))["model"]
     _check_resnet50(model)

@@ -294,7 +294,7 @@ def test_sweeps_choose_a_pruner(compose):
 def test_multi_objective_sweep_writes_the_front_and_every_trials_cost(tmp_path):
     import yaml
 
-    from autotimm.results import read_record
+    from autotimm.records.results import read_record
     from tests.test_sweeps import TINY, load_study, sweep, sweep_dir
 
     proc = sweep(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from autotimm.results import Objective, RunRecord, record_path, write_record
+from autotimm.records.results import Objective, RunRecord, record_path, write_record
 from autotimm.sweep import trials
 
 

@@ -170,7 +170,7 @@ def test_sweeps_compose_from_another_folder(tmp_path, compose, monkeypatch):
 
 
 def test_device_plan_one_trial_per_gpu():
-    from autotimm.devices import plan_devices
+    from autotimm.sweep.devices import plan_devices
 
     four = ["0", "1", "2", "3"]
     plan = plan_devices(available=four)
@@ -198,7 +198,7 @@ def test_plan_for_sweep_follows_the_launcher(monkeypatch, tmp_path):
     """Local launchers get a GPU pool to claim from; SLURM/Ray pin GPUs themselves."""
     from omegaconf import OmegaConf
 
-    from autotimm import devices as gpus
+    from autotimm.sweep import devices as gpus
 
     for key in (gpus.ENV_POOL, gpus.ENV_SIMULATED, gpus.ENV_LOCK_DIR, gpus.ENV_SIMULATE):
         monkeypatch.delenv(key, raising=False)
@@ -232,7 +232,7 @@ def test_plan_for_sweep_follows_the_launcher(monkeypatch, tmp_path):
 
 
 def test_visible_gpus_follow_cuda_visible_devices():
-    from autotimm.devices import visible_gpus
+    from autotimm.sweep.devices import visible_gpus
 
     assert visible_gpus({"CUDA_VISIBLE_DEVICES": "2,3"}) == ["2", "3"]
     assert visible_gpus({"CUDA_VISIBLE_DEVICES": ""}) == []
@@ -241,7 +241,7 @@ def test_visible_gpus_follow_cuda_visible_devices():
 
 CLAIMER = """
 import os, sys, time
-from autotimm.devices import claim_gpu
+from autotimm.sweep.devices import claim_gpu
 claim = claim_gpu(wait_s=float(sys.argv[1]), poll_s=0.05)
 print(claim.gpu, os.environ["CUDA_VISIBLE_DEVICES"], flush=True)
 while not os.path.exists(sys.argv[2]):
@@ -284,7 +284,7 @@ def test_gpu_claims_are_exclusive_between_processes(tmp_path):
 
 
 def test_claim_is_kept_per_process_and_simulation_pins_the_cpu(tmp_path):
-    from autotimm import devices as gpus
+    from autotimm.sweep import devices as gpus
 
     environ = {
         gpus.ENV_POOL: "0,1",
@@ -346,7 +346,7 @@ def test_nonfinite_loss_stops_training():
     import lightning as L
     import torch
 
-    from autotimm.callbacks import NonFiniteLossError, NonFiniteLossGuard
+    from autotimm.training.callbacks import NonFiniteLossError, NonFiniteLossGuard
 
     class Exploding(L.LightningModule):
         def __init__(self):

@@ -22,7 +22,7 @@ Completed runs come first, best first; then pruned sweep trials by the value the
 stopped at; then failed, interrupted and unfinished ones.
 
 One module per job: `runs` (finding runs, reading their records through
-`autotimm.results`, their swept values), `ranking`, `rows` (the flat rows), `csv_out`,
+`autotimm.records.results`, their swept values), `ranking`, `rows` (the flat rows), `csv_out`,
 `table` (the terminal table), `plots`, `study` (the sweep's Optuna study, its front),
 `study_plots` (Optuna's plots; `optuna_compat` lets Optuna 2.10 draw on today's matplotlib),
 `best_config`, `folds` (k-fold mean ± std), `cli` (`compare()` and the command).
@@ -33,10 +33,10 @@ from autotimm.compare.cli import compare, main
 from autotimm.compare.csv_out import CSV_FILE, write_csv
 from autotimm.compare.folds import FOLDS_CSV, fold_rows
 from autotimm.compare.plots import PNG_FILE, plot, validation_curve
-from autotimm.compare.ranking import rank
 from autotimm.compare.rows import rows
-from autotimm.compare.runs import NOT_SWEPT, Run, find_runs, swept_keys
 from autotimm.compare.table import print_table
+from autotimm.records.ranking import rank
+from autotimm.records.runs import NOT_SWEPT, Run, find_runs, swept_keys
 
 __all__ = [
     "BEST_CONFIG",

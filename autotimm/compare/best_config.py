@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from autotimm.compare.runs import Run
+from autotimm.records.runs import Run
 
 BEST_CONFIG = "best_config.yaml"
 

@@ -17,13 +17,13 @@ from autotimm.compare.folds import (
     print_fold_table,
 )
 from autotimm.compare.plots import PNG_FILE, plot
-from autotimm.compare.ranking import rank
 from autotimm.compare.rows import rows
-from autotimm.compare.runs import Run, find_runs
 from autotimm.compare.study import StudyError, SweepStudy, mark_front, open_study
 from autotimm.compare.study_plots import study_plots
 from autotimm.compare.table import print_table
-from autotimm.results import RESULTS_FILE
+from autotimm.records.ranking import rank
+from autotimm.records.results import RESULTS_FILE
+from autotimm.records.runs import Run, find_runs
 
 TRAIN_PY = Path(__file__).resolve().parents[2] / "train.py"
 

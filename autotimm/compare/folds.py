@@ -12,8 +12,8 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from autotimm.compare.runs import Run, short_key, swept_keys
 from autotimm.compare.table import fmt
+from autotimm.records.runs import Run, short_key, swept_keys
 
 FOLDS_CSV = "compare_folds.csv"
 FOLD_KEY = "data.fold"

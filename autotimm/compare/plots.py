@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from autotimm.compare.ranking import COMPLETED, PRUNED, group, rank
-from autotimm.compare.runs import Run, short_key, swept_keys
+from autotimm.records.ranking import COMPLETED, PRUNED, group, rank
+from autotimm.records.runs import Run, short_key, swept_keys
 
 PNG_FILE = "compare.png"
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from autotimm.compare.ranking import rank
-from autotimm.compare.runs import Run, swept_keys
+from autotimm.records.ranking import rank
+from autotimm.records.runs import Run, swept_keys
 
 
 def _metric_names(runs: list[Run], section: str) -> list[str]:

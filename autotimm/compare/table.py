@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from autotimm.compare.runs import Run, short_key, swept_keys
+from autotimm.records.runs import Run, short_key, swept_keys
 
 # completed rows plain; failed ones red, pruned dim (stopped on purpose), the rest yellow
 STYLES = {"completed": None, "failed": "red", "pruned": "dim"}

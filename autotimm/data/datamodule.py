@@ -21,6 +21,7 @@ from autotimm.data.datasets import (
     targets_of,
 )
 from autotimm.data.folds import check_fold_options, fold_splits
+from autotimm.data.imbalance import check_imbalance_options, loader_order
 from autotimm.data.multilabel import check_multi_label_options
 from autotimm.data.sources import SourceOptions, SourceSplits, download_source, get_source
 from autotimm.data.splits import limit_indices
@@ -30,7 +31,6 @@ from autotimm.data.transforms import (
     build_transform,
     resolve_data_config,
 )
-from autotimm.imbalance import check_imbalance_options, loader_order
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ class ImageDataModule(L.LightningDataModule):
     ``auto`` (``gpu`` for image_folder/csv when CUDA is present and no ``auto_augment`` is
     asked for, else ``cpu``). ``channels_last`` converts image batches on CUDA devices.
     ``sampler='balanced'`` draws training images class-balanced; ``class_weights``
-    (``'auto'`` or a list) is read by the run for the loss (``autotimm.imbalance``).
+    (``'auto'`` or a list) is read by the run for the loss (``autotimm.data.imbalance``).
     ``multi_label`` (csv): several labels per image, in ``label_column`` separated by
     ``label_delimiter`` or as 0/1 ``label_columns``; targets are float multi-hot rows and
     ``class_names`` the labels (``autotimm.data.multilabel``).

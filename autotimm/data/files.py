@@ -11,13 +11,11 @@ from pathlib import Path
 
 from PIL import Image
 
+from autotimm.user_errors import CorruptImageError
+
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".webp")
-
-
-class CorruptImageError(OSError):
-    """An image file is missing or cannot be decoded; the message names the file."""
 
 
 def is_image_file(path: Path) -> bool:

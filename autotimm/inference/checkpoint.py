@@ -16,7 +16,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from autotimm.results import RESULTS_FILE, RecordError, read_record
+from autotimm.records.results import RESULTS_FILE, RecordError, read_record
 from autotimm.user_errors import UserError
 
 log = logging.getLogger(__name__)
@@ -121,8 +121,8 @@ def best_run_of_sweep(folder: Path) -> Path | None:
         best = data.get("best_run_dir")
         if best and (Path(best) / RESULTS_FILE).is_file():
             return Path(best)
-    from autotimm.compare.ranking import rank
-    from autotimm.compare.runs import find_runs
+    from autotimm.records.ranking import rank
+    from autotimm.records.runs import find_runs
 
     ranked = [run for run in rank(find_runs(folder)) if run.status == "completed"]
     return ranked[0].run_dir if ranked else None
@@ -157,7 +157,7 @@ def data_state(checkpoint: dict[str, Any]) -> dict[str, Any]:
 
 def load_trained(model: str | Path, device: str | torch.device = "cpu") -> TrainedModel:
     """Resolve MODEL and rebuild its classifier (eval mode, on `device`)."""
-    from autotimm.classifier import ImageClassifier
+    from autotimm.model.classifier import ImageClassifier
 
     path = resolve_checkpoint(model)
     checkpoint = read_checkpoint(path)

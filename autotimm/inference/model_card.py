@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from autotimm.results import RunRecord, read_record
+from autotimm.records.results import RunRecord, read_record
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +191,7 @@ def copy_best_card(sweep_dir: str | Path) -> Path | None:
 def main(argv: list[str] | None = None) -> int:
     """`python -m autotimm.inference.model_card DIR`: a run's card, or a sweep's best."""
     from autotimm.inference.cli import reported
-    from autotimm.results import has_record
+    from autotimm.records.results import has_record
 
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:

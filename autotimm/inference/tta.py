@@ -61,7 +61,7 @@ def views(images: torch.Tensor, plan: TTAPlan) -> list[torch.Tensor]:
 def probabilities(model: nn.Module, images: torch.Tensor, plan: TTAPlan | None) -> torch.Tensor:
     """Softmax probabilities (N, classes), per-label sigmoid ones for a multi-label model:
     of the batch, or the mean over its TTA views."""
-    from autotimm.multilabel import output_probabilities
+    from autotimm.model.multilabel import output_probabilities
 
     multi_label = bool(getattr(model, "multi_label", False))
     if plan is None:

@@ -171,10 +171,6 @@ def basic_sweeper_class() -> type:
     return _locate(f"{_BASIC_SWEEPER}:BasicSweeper")
 
 
-# Hydra's basic launcher as `module:Name` (autotimm.devices compares launchers with it)
-BASIC_LAUNCHER = f"{_BASIC_LAUNCHER}:BasicLauncher"
-
-
 def file_config_source_class() -> type:
     """Hydra's `file://` config source, which the `sweeps/` folder's source extends."""
     return _locate(f"{_FILE_SOURCE}:FileConfigSource")

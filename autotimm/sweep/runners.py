@@ -1,7 +1,8 @@
 """How a study's trials reach their engine: each on its own as soon as a slot frees, or in batches.
 
-`make_runner(plan, launcher)` picks by the launcher's class; every runner keeps up to
-`plan.n_jobs` trials running and starts a new one as soon as any ends (`submit`, `wait`):
+`autotimm.sweep.launchers.make_runner(plan, launcher)` picks by the launcher's class; every
+runner keeps up to `plan.n_jobs` trials running and starts a new one as soon as any ends
+(`submit`, `wait`):
 
 - joblib with several trials at once (`DevicePlan.own_pool`): loky's reusable process
   pool, one future per trial (PoolRunner, here);
@@ -21,18 +22,17 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import optuna
 
-from autotimm.devices import DevicePlan, is_launcher
 from autotimm.sweep import plugin_api
 from autotimm.sweep.trials import ATTR_JOB
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:  # pragma: no cover
+    from autotimm.sweep.devices import DevicePlan
 
-SUBMITIT_LAUNCHER = "hydra_plugins.hydra_submitit_launcher.submitit_launcher:BaseSubmititLauncher"
-RAY_LAUNCHER = "hydra_plugins.hydra_ray_launcher.ray_launcher:RayLauncher"
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -203,18 +203,3 @@ class EngineRunner:
 def log_submit(trial: optuna.Trial, overrides: list[str], where: str) -> None:
     shown = " ".join(o for o in overrides if "hydra." not in o)
     log.info("\t#%d : %s (%s)", trial.number, shown, where)
-
-
-def make_runner(plan: DevicePlan, launcher: Any) -> Runner:
-    """The runner for the sweep's launcher (see the module doc)."""
-    if plan.own_pool:
-        return PoolRunner(launcher, plan)
-    if is_launcher(launcher, SUBMITIT_LAUNCHER):
-        from autotimm.sweep.runners_submitit import SubmititRunner
-
-        return SubmititRunner(launcher)
-    if is_launcher(launcher, RAY_LAUNCHER):
-        from autotimm.sweep.runners_ray import RayRunner
-
-        return RayRunner(launcher)
-    return LauncherRunner(launcher)

@@ -8,7 +8,7 @@ through autotimm.sweep.plugin_api), so a job is what the launcher would run, in 
 trial's directory. A new trial is submitted as soon as any job ends, up to `sweep.n_jobs`
 (default: the launcher's `array_parallelism`). A job that hits its time limit or is
 preempted is requeued by submitit (the launcher's `checkpoint`) and resumes from its
-last.ckpt (autotimm.run_wrapper); the sweep waits for it through the requeue. Before
+last.ckpt (autotimm.app.run_wrapper); the sweep waits for it through the requeue. Before
 any trial, `sbatch --test-only` checks that the cluster can ever run the job as sized
 (autotimm.sweep.engine_checks).
 """

@@ -19,7 +19,7 @@ autotimm.sweep.plugin_api), with autotimm's study handling:
   Each trial draws its values with a seed of its own (seed, study, trial number), so a
   continued study never repeats values and two sweep processes on one study never draw
   the same ones; TPE uses constant liar with parallel trials (autotimm.sweep.sampling).
-- pruning: trials report to their own trial through the storage (autotimm.pruning) and
+- pruning: trials report to their own trial through the storage (autotimm.sweep.pruning) and
   the sweeper tells PRUNED when a trial's record says so; pruned trials count toward
   n_trials, not toward max_failure_rate.
 - warm starts: `sweep.enqueue` and `sweep.warm_start_from` run first.
@@ -29,7 +29,7 @@ autotimm.sweep.plugin_api), with autotimm's study handling:
   told to Optuna as FAIL with its reason in the trial's user attributes; the sweep goes on
   until more than `max_failure_rate` of its finished trials failed (autotimm.sweep.trials).
   The summary (log and `optimization_results.yaml`) lists every failure.
-- every GPU busy: one trial per GPU, as autotimm.devices plans; with the joblib launcher
+- every GPU busy: one trial per GPU, as autotimm.sweep.devices plans; with the joblib launcher
   and several trials at once, a new trial starts as soon as any trial ends
   (autotimm.sweep.runners).
 """
@@ -47,13 +47,14 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
-from autotimm.devices import DevicePlan, plan_for_sweep
-from autotimm.objectives import objective_specs
+from autotimm.records.objectives import objective_specs
 from autotimm.sweep import plugin_api
+from autotimm.sweep.devices import DevicePlan, plan_for_sweep
 from autotimm.sweep.engine_checks import check_storage
 from autotimm.sweep.identity import check_identity
+from autotimm.sweep.launchers import make_runner
 from autotimm.sweep.recovery import Heartbeat, give_back, recover_interrupted
-from autotimm.sweep.runners import Outcome, Runner, make_runner
+from autotimm.sweep.runners import Outcome, Runner
 from autotimm.sweep.sampling import NSGA2, TPE, build_sampler, sampler_for_trial, warm_start
 from autotimm.sweep.storage import absolute_storage, masked
 from autotimm.sweep.summary import write_summary
@@ -108,7 +109,7 @@ class StudySweeper:
             params=params,
         )
         self.sampler = sampler
-        # trials report to their own trial through the storage (autotimm.pruning); the
+        # trials report to their own trial through the storage (autotimm.sweep.pruning); the
         # sweeper's study needs the same pruner only for Optuna's own bookkeeping
         self.pruner = pruner if pruner is not None else optuna.pruners.NopPruner()
         self.storage = storage

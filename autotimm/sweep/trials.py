@@ -14,8 +14,7 @@ from typing import Any
 from optuna import Study
 from optuna.trial import FrozenTrial, TrialState
 
-from autotimm.outcome import failure_reason
-from autotimm.results import RecordError, read_record
+from autotimm.records.results import RecordError, failure_reason, read_record
 from autotimm.sweep import plugin_api
 
 MIN_TRIALS_FOR_RATE = 3  # max_failure_rate is judged once this many trials finished
@@ -139,7 +138,7 @@ def trial_value(
 
 
 def was_pruned(run_dir: str) -> bool:
-    """Whether the trial's record says its pruner stopped it (autotimm.pruning)."""
+    """Whether the trial's record says its pruner stopped it (autotimm.sweep.pruning)."""
     try:
         record = read_record(run_dir)
     except RecordError:

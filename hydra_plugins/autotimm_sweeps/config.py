@@ -1,7 +1,7 @@
 """The schema of `hydra/sweeper=autotimm_optuna` (conf/hydra/sweeper/autotimm_optuna.yaml).
 
 hydra-optuna-sweeper's `optuna` schema without its `n_jobs`: how many trials run at once
-is `sweep.n_jobs` alone (autotimm.devices), so `hydra.sweeper.n_jobs=...` fails at
+is `sweep.n_jobs` alone (autotimm.sweep.devices), so `hydra.sweeper.n_jobs=...` fails at
 composition instead of being silently ignored. Hydra imports this module at plugin
 discovery, which registers the schema in its ConfigStore.
 """

@@ -6,7 +6,7 @@
 - AutotimmBasicSweeper: Hydra's basic (grid) sweeper, with one trial per GPU and a
   summary of failed runs instead of stopping at the first one.
 
-Both take their device plan (trials at once, GPUs) from autotimm.devices, and reach
+Both take their device plan (trials at once, GPUs) from autotimm.sweep.devices, and reach
 Hydra's internals only through autotimm.sweep.plugin_api. Heavy imports (optuna, the
 study code) happen when a sweep starts, not at plugin discovery.
 """
@@ -73,7 +73,7 @@ class AutotimmBasicSweeper(plugin_api.basic_sweeper_class()):  # type: ignore[mi
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
     ) -> None:
-        from autotimm.devices import plan_for_sweep
+        from autotimm.sweep.devices import plan_for_sweep
 
         plan = plan_for_sweep(config)  # before the launcher reads n_jobs
         log.info("Grid sweep: %s", plan.describe())
@@ -81,7 +81,7 @@ class AutotimmBasicSweeper(plugin_api.basic_sweeper_class()):  # type: ignore[mi
             super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
 
     def sweep(self, arguments: list[str]) -> Any:
-        from autotimm.outcome import failure_reason
+        from autotimm.records.results import failure_reason
 
         launcher = self.launcher
         failures: list[str] = []
