@@ -20,6 +20,9 @@ _EXPORTS: dict[str, str] = {
     "MetricConfig": "autotimm.metrics.manager",
     "MetricManager": "autotimm.metrics.manager",
     "LoggingConfig": "autotimm.model.logging_config",
+    "OptimizerConfig": "autotimm.optim.config",
+    "SchedulerConfig": "autotimm.optim.config",
+    "RegularizationConfig": "autotimm.model.regularization",
     "list_optimizers": "autotimm.optim.factory",
     "list_schedulers": "autotimm.optim.factory",
 }
@@ -31,6 +34,9 @@ __all__ = [
     "LoggingConfig",
     "MetricConfig",
     "MetricManager",
+    "OptimizerConfig",
+    "RegularizationConfig",
+    "SchedulerConfig",
     "list_backbones",
     "list_optimizers",
     "list_schedulers",
@@ -42,6 +48,8 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from autotimm.model.classifier import ImageClassifier
     from autotimm.model.heads import ClassificationHead
     from autotimm.model.logging_config import LoggingConfig
+    from autotimm.model.regularization import RegularizationConfig
+    from autotimm.optim.config import OptimizerConfig, SchedulerConfig
     from autotimm.optim.factory import list_optimizers, list_schedulers
 
 

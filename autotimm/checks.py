@@ -34,6 +34,18 @@ def under(prefix: str) -> Iterator[None]:
         raise exc.under(prefix) from exc
 
 
+@contextmanager
+def renamed(names: dict[str, str]) -> Iterator[None]:
+    """Re-raise a ConfigValueError from the block with its key renamed by `names` (a config
+    type's field -> the argument that fills it, e.g. `kwargs` -> `optimizer_kwargs`)."""
+    try:
+        yield
+    except ConfigValueError as exc:
+        if exc.key not in names:
+            raise
+        raise ConfigValueError(names[exc.key], exc.value, exc.problem) from exc
+
+
 def close_matches(value: str, names: Iterable[str]) -> str:
     """'; close matches: a, b' for the names that look like `value` ('' when none do)."""
     close = difflib.get_close_matches(value, list(names), n=5, cutoff=0.6)

@@ -241,7 +241,7 @@ def test_any_timm_optimizer_name_is_accepted(compose):
 def test_the_library_checks_each_concern_once(monkeypatch):
     """ImageClassifier(...) checks its arguments with the same functions, one call each."""
     import autotimm.model.backbone
-    import autotimm.model.classifier
+    import autotimm.model.regularization
     import autotimm.optim.check
     from autotimm import ImageClassifier
 
@@ -258,7 +258,7 @@ def test_the_library_checks_each_concern_once(monkeypatch):
 
     counting(autotimm.optim.check, "create_optimizer")  # the dry run's optimizer
     counting(autotimm.optim.check, "create_scheduler")  # the dry run's scheduler
-    counting(autotimm.model.classifier, "validate_regularization")
+    counting(autotimm.model.regularization, "validate_regularization")
     counting(autotimm.model.backbone, "validate_model_name")
     ImageClassifier("resnet18", num_classes=3, metrics=[], optimizer="sgd", scheduler="step")
     assert calls == {
@@ -279,3 +279,139 @@ def test_error_format_and_prefixing():
         raise error
     assert str(info.value) == "optimizer.lr=-0.1: must be > 0"
     assert info.value.key == "optimizer.lr" and info.value.value == -0.1
+
+
+def _count_builds(monkeypatch) -> dict[str, int]:
+    """Count the dry-run builds of the optimizer and scheduler and the regularization check."""
+    import autotimm.model.regularization
+    import autotimm.optim.check
+
+    calls: dict[str, int] = {}
+    for module, name in (
+        (autotimm.optim.check, "create_optimizer"),
+        (autotimm.optim.check, "create_scheduler"),
+        (autotimm.model.regularization, "validate_regularization"),
+    ):
+        original = getattr(module, name)
+
+        def wrapper(*args, _name=name, _original=original, **kwargs):
+            calls[_name] = calls.get(_name, 0) + 1
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, wrapper)
+    return calls
+
+
+def test_a_run_checks_each_group_once_from_config_to_model(compose, monkeypatch):
+    """validate_groups builds (and checks) each group once; the model node receives those
+    built groups instead of building and checking them again."""
+    from types import SimpleNamespace
+
+    from autotimm.app.compose import build_model
+
+    cfg = compose(["optimizer=sgd", "scheduler=onecycle", "regularization=light"])
+    calls = _count_builds(monkeypatch)
+    groups = validate_groups(cfg)
+    data = SimpleNamespace(num_classes=10, class_names=None, multi_label=False)
+    model = build_model(cfg, data, groups)
+    assert calls == {"create_optimizer": 1, "create_scheduler": 1, "validate_regularization": 1}
+    assert model.hparams.optimizer == "sgd" and model.hparams.lr == cfg.optimizer.lr
+    assert model.hparams.scheduler == "onecycle"
+    assert model.hparams.label_smoothing == cfg.regularization.label_smoothing == 0.1
+    assert model.hparams.backbone["drop_path_rate"] == cfg.regularization.drop_path_rate
+
+
+def test_the_model_node_passes_the_groups_not_their_fields():
+    from omegaconf import OmegaConf
+
+    model = OmegaConf.load(ROOT / "conf" / "config.yaml").model
+    node = OmegaConf.to_container(model, resolve=False)
+    for group in ("backbone", "metrics", "optimizer", "scheduler", "regularization"):
+        assert node[group] == "${" + group + "}"
+    interpolated = [v[2:-1] for v in node.values() if isinstance(v, str) and v.startswith("${")]
+    groups = ("optimizer.", "scheduler.", "regularization.", "backbone.", "metrics.")
+    assert [v for v in interpolated if v.startswith(groups)] == []
+
+
+def test_the_library_takes_the_groups_types_and_keeps_the_keyword_form():
+    """ImageClassifier takes OptimizerConfig, SchedulerConfig and RegularizationConfig; its
+    hparams (what checkpoints keep) are the same as with the documented keywords."""
+    from autotimm import ImageClassifier, OptimizerConfig, RegularizationConfig, SchedulerConfig
+
+    by_keywords = ImageClassifier(
+        "resnet18",
+        3,
+        [],
+        optimizer="sgd",
+        lr=0.05,
+        optimizer_kwargs={"momentum": 0.9},
+        scheduler="step",
+        scheduler_kwargs={"step_size": 2},
+        label_smoothing=0.1,
+        mixup_alpha=0.2,
+        layer_decay=0.8,
+    )
+    by_configs = ImageClassifier(
+        "resnet18",
+        3,
+        [],
+        optimizer=OptimizerConfig("sgd", lr=0.05, kwargs={"momentum": 0.9}, layer_decay=0.8),
+        scheduler=SchedulerConfig("step", {"step_size": 2}),
+        regularization=RegularizationConfig(label_smoothing=0.1, mixup_alpha=0.2),
+    )
+    assert dict(by_configs.hparams) == dict(by_keywords.hparams)
+    assert "regularization" not in by_configs.hparams
+    # the regularization's stochastic depth reaches a backbone that sets none
+    stochastic_depth = RegularizationConfig(drop_path_rate=0.1)
+    deep = ImageClassifier("resnet18", 3, [], regularization=stochastic_depth)
+    assert deep.hparams.backbone["drop_path_rate"] == 0.1
+
+
+# id -> (ImageClassifier keywords; "OPT", "SCHED", "REG": a config of that kind, the start
+# of the one-line message)
+LIBRARY_ERRORS = {
+    "optimizer-twice": (
+        {"optimizer": "OPT", "lr": 0.5},
+        "lr=0.5: given twice: the OptimizerConfig passed as optimizer holds lr; set it there",
+    ),
+    "scheduler-twice": (
+        {"scheduler": "SCHED", "scheduler_kwargs": {"gamma": 0.5}},
+        "scheduler_kwargs={'gamma': 0.5}: given twice",
+    ),
+    "regularization-twice": (
+        {"regularization": "REG", "label_smoothing": 0.2},
+        "label_smoothing=0.2: given twice",
+    ),
+    "regularization-dict": (
+        {"regularization": {"label_smoothing": 0.1}},
+        "regularization={'label_smoothing': 0.1}: accepted: a RegularizationConfig",
+    ),
+    "pair": (
+        {"optimizer": "adagrad", "scheduler": "onecycle"},
+        "scheduler='onecycle': with the Adagrad optimizer",
+    ),
+    "optimizer-kwargs": ({"optimizer_kwargs": {"bogus": 1}}, "optimizer_kwargs={'bogus': 1}: "),
+    "scheduler-name": (
+        {"scheduler": "cosinus"},
+        "scheduler='cosinus': unknown scheduler; close matches: cosine",
+    ),
+    "mixup-mode": (
+        {"mixup_mode": "pairs"},
+        "mixup_mode='pairs': unknown; accepted: ['batch', 'pair', 'elem']",
+    ),
+}
+
+
+@pytest.mark.parametrize(("kwargs", "message"), LIBRARY_ERRORS.values(), ids=LIBRARY_ERRORS)
+def test_library_errors_name_the_argument_as_given(kwargs, message):
+    from autotimm import ImageClassifier, OptimizerConfig, RegularizationConfig, SchedulerConfig
+
+    stand_ins = {
+        "OPT": OptimizerConfig("sgd"),
+        "SCHED": SchedulerConfig("step", {"step_size": 1}),
+        "REG": RegularizationConfig(),
+    }
+    kwargs = {k: stand_ins.get(v, v) if isinstance(v, str) else v for k, v in kwargs.items()}
+    with pytest.raises(ConfigValueError) as info:
+        ImageClassifier("resnet18", 3, [], **kwargs)
+    assert str(info.value).startswith(message)

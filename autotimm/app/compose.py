@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from autotimm.user_errors import UserError
 
@@ -72,8 +72,11 @@ def check_same_task(cfg: DictConfig, datamodule: Any) -> None:
         )
 
 
-def build_model(cfg: DictConfig, datamodule: Any) -> Any:
-    """The ImageClassifier of the composed groups, sized to the data, prepared for speed."""
+def build_model(cfg: DictConfig, datamodule: Any, groups: dict[str, Any] | None = None) -> Any:
+    """The ImageClassifier of the composed groups, sized to the data, prepared for speed.
+
+    `groups`: the group nodes already built (and checked) by `validate_groups`; the model
+    gets those instead of building (and checking) each node a second time."""
     from hydra.utils import instantiate
 
     from autotimm.data.imbalance import loss_class_weights
@@ -82,11 +85,17 @@ def build_model(cfg: DictConfig, datamodule: Any) -> Any:
     check_same_task(cfg, datamodule)
     # data.class_weights=auto: inverse class frequencies of the loaded training split
     weights = loss_class_weights(cfg.data.get("class_weights"), datamodule)
-    model = instantiate(
-        cfg.model,
+    built = {k: v for k, v in (groups or {}).items() if k in cfg.model}
+    node = cfg.model
+    if built:  # Hydra would merge objects given to instantiate into the config: pass them on
+        node = OmegaConf.to_container(cfg.model, resolve=True)
+        node = {k: v for k, v in node.items() if k not in built}
+    model_class = instantiate(node, _partial_=True)
+    model = model_class(
         num_classes=num_classes,
         class_names=datamodule.class_names,
         **({"class_weights": weights} if weights is not None else {}),
+        **built,
     )
     return prepare_model(model, cfg)
 

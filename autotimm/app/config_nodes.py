@@ -1,106 +1,26 @@
-"""Typed nodes for the optimizer, scheduler, regularization and metrics config groups,
-and `validate_groups`, which builds every group node before any data loads.
+"""`validate_groups`, which builds every group node before any data loads, and the metrics
+group's node (`metric_list`).
 
-Each group file in `conf/` instantiates into one of these (the backbone group into
-`autotimm.BackboneConfig`), so a bad value fails when its own node is instantiated,
-with the group's key in the message (`optimizer.lr=-0.1: must be > 0`). The model node
-reads their fields through interpolation; ImageClassifier checks its arguments with the
-same functions.
+Each group file in `conf/` instantiates into a library type that checks itself once, when
+built: `autotimm.BackboneConfig`, `autotimm.OptimizerConfig`, `autotimm.SchedulerConfig`,
+`autotimm.RegularizationConfig`, a list of `autotimm.MetricConfig`. A bad value fails when
+its own node is built, with the group's key in the message (`optimizer.lr=-0.1: must be >
+0`). The built groups are what the model node's `ImageClassifier` receives
+(autotimm.app.compose.build_model): nothing is checked or built twice.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 from omegaconf import DictConfig
 
-from autotimm.checks import ConfigValueError, check_fraction, check_positive, under
+from autotimm.checks import ConfigValueError, under
 from autotimm.utils import to_plain
 
 # the groups whose nodes validate_groups builds, in this order: regularization before
 # backbone, whose drop_path_rate interpolates regularization's (the user's key is named)
 GROUPS = ("optimizer", "scheduler", "regularization", "backbone", "metrics")
-# the optimizer and scheduler nodes' fields, as errors of the pair check name them
-_PAIR_KEYS = dict(
-    optimizer="optimizer.name",
-    lr="optimizer.lr",
-    weight_decay="optimizer.weight_decay",
-    optimizer_kwargs="optimizer.kwargs",
-    scheduler="scheduler.name",
-    scheduler_kwargs="scheduler.kwargs",
-)
-
-
-@dataclass
-class OptimizerConfig:
-    """An optimizer from `list_optimizers()` (or {'class', 'params'}) with lr and weight decay;
-    layer-wise lr decay (null: off) and the backbone's lr factor when unfreezing it."""
-
-    name: str | dict[str, Any] = "adamw"
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    kwargs: dict[str, Any] = field(default_factory=dict)
-    layer_decay: float | None = None
-    backbone_lr_scale: float = 0.1
-
-    def __post_init__(self) -> None:
-        from autotimm.model.recipes import check_layer_decay
-        from autotimm.optim.check import ArgKeys, check_optimizer
-
-        check_layer_decay(self.layer_decay)
-        check_positive("backbone_lr_scale", self.backbone_lr_scale)
-
-        self.name = to_plain(self.name)
-        self.kwargs = dict(to_plain(self.kwargs) or {})
-        keys = ArgKeys(optimizer="name", optimizer_kwargs="kwargs")
-        check_optimizer(self.name, self.lr, self.weight_decay, self.kwargs, keys)
-
-
-@dataclass
-class SchedulerConfig:
-    """A scheduler from `list_schedulers()` (or {'class', 'params'}) and its kwargs."""
-
-    name: str | dict[str, Any] | None = "cosine"
-    kwargs: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        from autotimm.optim.check import ArgKeys, check_scheduler
-
-        self.name = to_plain(self.name)
-        self.kwargs = dict(to_plain(self.kwargs) or {})
-        check_scheduler(
-            self.name, self.kwargs, keys=ArgKeys(scheduler="name", scheduler_kwargs="kwargs")
-        )
-
-
-@dataclass
-class RegularizationConfig:
-    """Label smoothing, mixup/cutmix (timm Mixup's prob, switch_prob, mode; the epoch it
-    stops at), head dropout and stochastic depth, together."""
-
-    label_smoothing: float = 0.0
-    mixup_alpha: float = 0.0
-    cutmix_alpha: float = 0.0
-    head_dropout: float = 0.0
-    drop_path_rate: float = 0.0
-    mixup_prob: float = 1.0
-    mixup_switch_prob: float = 0.5
-    mixup_mode: str = "batch"
-    mixup_off_epoch: int | None = None
-
-    def __post_init__(self) -> None:
-        from autotimm.model.regularization import validate_mixup_schedule, validate_regularization
-
-        validate_regularization(
-            self.label_smoothing, self.mixup_alpha, self.cutmix_alpha, self.head_dropout
-        )
-        validate_mixup_schedule(
-            self.mixup_prob, self.mixup_switch_prob, self.mixup_mode, self.mixup_off_epoch
-        )
-        check_fraction("drop_path_rate", self.drop_path_rate)
-
-
 # the number of classes the metrics node builds its metrics for (the data's is not known
 # yet); big enough for the usual top_k
 _PROBE_CLASSES = 10
@@ -124,15 +44,15 @@ def metric_list(**metrics: Any) -> list[Any]:
     return configs
 
 
-def validate_groups(cfg: DictConfig) -> None:
-    """Instantiate each group node of `cfg` on its own (then optimizer and scheduler
-    together): a bad value raises a ConfigValueError naming `group.key=value`.
+def validate_groups(cfg: DictConfig) -> dict[str, Any]:
+    """Build each group node of `cfg` on its own (then check the optimizer and scheduler
+    together): a bad value raises a ConfigValueError naming `group.key=value`. Returns the
+    built groups by name, for the model (`autotimm.app.compose.build_model`).
 
     Call it before the data is instantiated; Hydra's InstantiationException is unwrapped
     so the message is the short one.
     """
     from autotimm.model.recipes import check_run_recipes
-    from autotimm.optim.check import ArgKeys, check_optimization
     from autotimm.records.objectives import objective_specs
 
     objective_specs(cfg.get("optimized_metric"), cfg.get("optimized_mode", "max"))
@@ -141,32 +61,34 @@ def validate_groups(cfg: DictConfig) -> None:
         node = cfg.get(group)
         if isinstance(node, DictConfig) and "_target_" in node:
             with under(group):
-                built[group] = _instantiate(node, group)
-    optimizer, scheduler = built.get("optimizer"), built.get("scheduler")
-    if isinstance(optimizer, OptimizerConfig) and isinstance(scheduler, SchedulerConfig):
-        # each node was checked alone (the scheduler on a stand-in SGD); now the pair
-        o, s = optimizer, scheduler
-        keys = ArgKeys(**_PAIR_KEYS)
-        check_optimization(o.name, o.lr, o.weight_decay, o.kwargs, s.name, s.kwargs, keys)
+                built[group] = _instantiate(node, group, built.get("optimizer"))
     check_run_recipes(cfg)  # model.ema_decay, model.freeze_backbone_epochs, data.sampler, ...
+    return built
 
 
-def _instantiate(node: DictConfig, group: str) -> Any:
-    """instantiate(node), re-raising the error behind Hydra's InstantiationException."""
+def _instantiate(node: DictConfig, group: str, optimizer: Any = None) -> Any:
+    """Build the node; a SchedulerConfig on the optimizer built before it (the pair is
+    checked there, once). Errors are the short ones: Hydra's InstantiationException is
+    unwrapped, a key the target does not take lists the accepted ones."""
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 
+    from autotimm.optim.config import OptimizerConfig, SchedulerConfig
+
     try:
-        return instantiate(node)
-    except InstantiationException as exc:
+        build = instantiate(node, _partial_=True)
+    except InstantiationException as exc:  # e.g. a _target_ that cannot be imported
         cause = exc.__cause__
-        if isinstance(cause, ConfigValueError):
-            raise cause from None
-        if isinstance(cause, TypeError):
-            raise _unknown_key(node, group, cause) from cause
-        if isinstance(cause, ValueError):
-            raise ValueError(f"{group}: {cause}") from cause
+        raise (ValueError(f"{group}: {cause}") if cause else exc) from cause
+    pair = build.func is SchedulerConfig and isinstance(optimizer, OptimizerConfig)
+    try:
+        return build(optimizer=optimizer) if pair else build()
+    except ConfigValueError:
         raise
+    except TypeError as exc:
+        raise _unknown_key(node, group, exc) from exc
+    except ValueError as exc:
+        raise ValueError(f"{group}: {exc}") from exc
 
 
 def _unknown_key(node: DictConfig, group: str, cause: TypeError) -> ValueError:

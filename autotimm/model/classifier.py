@@ -8,36 +8,24 @@ from typing import Any
 import lightning as L
 import torch
 
-from autotimm.checks import ConfigValueError, under
 from autotimm.metrics.manager import MetricConfig, MetricManager
 from autotimm.metrics.stage_logs import StageLogs, is_logging_step
 from autotimm.model import recipes
-from autotimm.model.backbone import (
-    BackboneConfig,
-    as_backbone_config,
-    create_backbone,
-    output_features,
-)
+from autotimm.model.arguments import checked_arguments
+from autotimm.model.backbone import BackboneConfig, create_backbone, output_features
 from autotimm.model.heads import ClassificationHead
 from autotimm.model.logging_config import LoggingConfig
 from autotimm.model.multilabel import (
     MultiLabelLoss,
-    check_multi_label_model,
     labels_over_threshold,
     output_probabilities,
     soft_target_loss,
     thresholds,
 )
-from autotimm.model.recipes import check_model_recipes
-from autotimm.model.regularization import (
-    BatchMixer,
-    validate_mixup_schedule,
-    validate_regularization,
-)
-from autotimm.optim.check import check_optimization
+from autotimm.model.regularization import BatchMixer, RegularizationConfig
+from autotimm.optim.config import OptimizerConfig, SchedulerConfig
 from autotimm.optim.factory import create_optimizer, create_scheduler
 from autotimm.optim.scheduling import step_scheduler, training_length
-from autotimm.utils import to_plain
 
 
 class ImageClassifier(L.LightningModule):
@@ -66,6 +54,13 @@ class ImageClassifier(L.LightningModule):
             the training recipes, all off by default (see `autotimm.model.recipes`).
         multi_label / label_threshold: several labels per image, each predicted at probability
             >= its threshold (one number or one per label); see `autotimm.model.multilabel`.
+        regularization: a RegularizationConfig instead of label_smoothing, mixup_alpha,
+            cutmix_alpha, head_dropout and the mixup_* keywords (its drop_path_rate goes to
+            a backbone that sets none).
+
+    `optimizer` may be an OptimizerConfig (then it holds lr, weight_decay, the kwargs,
+    layer_decay and backbone_lr_scale) and `scheduler` a SchedulerConfig (its kwargs): the
+    types the config groups build, checked when they were built.
     """
 
     def __init__(
@@ -76,9 +71,9 @@ class ImageClassifier(L.LightningModule):
         logging_config: LoggingConfig | None = None,
         lr: float = 1e-3,
         weight_decay: float = 1e-4,
-        optimizer: str | dict = "adamw",
+        optimizer: str | dict | OptimizerConfig = "adamw",
         optimizer_kwargs: dict | None = None,
-        scheduler: str | dict | None = "cosine",
+        scheduler: str | dict | SchedulerConfig | None = "cosine",
         scheduler_kwargs: dict | None = None,
         head_dropout: float = 0.0,
         label_smoothing: float = 0.0,
@@ -97,66 +92,18 @@ class ImageClassifier(L.LightningModule):
         mixup_off_epoch: int | None = None,
         multi_label: bool = False,
         label_threshold: float | list[float] = 0.5,
+        regularization: RegularizationConfig | None = None,
     ) -> None:
         super().__init__()
-        # Check everything before building anything: errors name the bad value.
-        optimizer, scheduler = to_plain(optimizer), to_plain(scheduler)
-        optimizer_kwargs = dict(to_plain(optimizer_kwargs) or {}) or None
-        scheduler_kwargs = dict(to_plain(scheduler_kwargs) or {}) or None
-        class_names = _checked_class_names(num_classes, class_names)
-        validate_regularization(label_smoothing, mixup_alpha, cutmix_alpha, head_dropout)
-        validate_mixup_schedule(mixup_prob, mixup_switch_prob, mixup_mode, mixup_off_epoch)
-        class_weights, label_threshold = to_plain(class_weights), to_plain(label_threshold)
-        check_multi_label_model(multi_label, label_threshold, num_classes, class_weights)
-        mixes = mixup_alpha > 0 or cutmix_alpha > 0
-        check_model_recipes(
-            ema_decay, freeze_backbone_epochs, backbone_lr_scale, layer_decay, class_weights, mixes
-        )
-        check_optimization(
-            optimizer, lr, weight_decay, optimizer_kwargs, scheduler, scheduler_kwargs
-        )
-        with under("backbone"):
-            backbone_config = as_backbone_config(to_plain(backbone))
-        self.logging_config = LoggingConfig.coerce(to_plain(logging_config))
-        with under("metrics"):
-            self.metrics = MetricManager.for_model(
-                to_plain(metrics), num_classes, multi_label, label_threshold
-            )
+        # everything checked before anything is built: errors name the bad value
+        checked = checked_arguments(locals(), _init_defaults())
+        self.logging_config, self.metrics = checked.logging, checked.metrics
         self.stage_logs = StageLogs(self.metrics)
-        # plain containers; loggers get the run's config instead (see also on_save_checkpoint)
-        self.save_hyperparameters(
-            {
-                "backbone": backbone_config.to_dict(),
-                "num_classes": num_classes,
-                "metrics": [c.to_dict() for c in self.metrics.configs],
-                "logging_config": self.logging_config.to_dict(),
-                "lr": lr,
-                "weight_decay": weight_decay,
-                "optimizer": optimizer,
-                "optimizer_kwargs": optimizer_kwargs,
-                "scheduler": scheduler,
-                "scheduler_kwargs": scheduler_kwargs,
-                "head_dropout": head_dropout,
-                "label_smoothing": label_smoothing,
-                "freeze_backbone": freeze_backbone,
-                "mixup_alpha": mixup_alpha,
-                "cutmix_alpha": cutmix_alpha,
-                "class_names": class_names,
-                "ema_decay": ema_decay,
-                "freeze_backbone_epochs": freeze_backbone_epochs,
-                "backbone_lr_scale": backbone_lr_scale,
-                "layer_decay": layer_decay,
-                "class_weights": class_weights,
-                "mixup_prob": mixup_prob,
-                "mixup_switch_prob": mixup_switch_prob,
-                "mixup_mode": mixup_mode,
-                "mixup_off_epoch": mixup_off_epoch,
-                "multi_label": multi_label,
-                "label_threshold": label_threshold,
-            },
-            logger=False,
-        )
-        self._build_modules(backbone_config)
+        # Plain values in the keyword form, not the arguments as given (configs, a
+        # MetricManager): checkpoints load with weights_only and rebuild from them alone.
+        # Loggers get the run's config instead (see also on_save_checkpoint).
+        self.save_hyperparameters(checked.hparams, logger=False)
+        self._build_modules(checked.backbone)
 
     def _build_modules(self, backbone_config: BackboneConfig) -> None:
         """Backbone, head, loss, mixer and confusion matrix, from the saved hparams."""
@@ -388,18 +335,14 @@ def _precompute_step_signatures() -> None:
 _precompute_step_signatures()
 
 
-def _checked_class_names(num_classes: int, class_names: list[str] | None) -> list[str] | None:
-    """num_classes is a positive integer; class_names (plain list), one per class."""
-    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
-        raise ConfigValueError("num_classes", num_classes, "must be an integer >= 1")
-    if class_names is None:
-        return None
-    class_names = list(to_plain(class_names))
-    if len(class_names) != num_classes:
-        raise ConfigValueError(
-            "class_names", class_names, f"has {len(class_names)} entries, num_classes={num_classes}"
-        )
-    return class_names
+def _init_defaults() -> dict[str, Any]:
+    """ImageClassifier's keyword arguments and their defaults (None for required ones)."""
+    params = inspect.signature(ImageClassifier.__init__).parameters
+    return {
+        name: None if p.default is inspect.Parameter.empty else p.default
+        for name, p in params.items()
+        if name != "self"
+    }
 
 
 def _global_norm(tensors: list[torch.Tensor]) -> torch.Tensor:

@@ -20,14 +20,10 @@ def _int_at_least(key: str, value: Any, low: int, note: str) -> None:
 
 
 def check_model_recipes(
-    ema_decay: Any,
-    freeze_backbone_epochs: Any,
-    backbone_lr_scale: Any,
-    layer_decay: Any = None,
-    class_weights: Any = None,
-    mixes: bool = False,
+    ema_decay: Any, freeze_backbone_epochs: Any, class_weights: Any = None, mixes: bool = False
 ) -> None:
-    """ImageClassifier's recipe arguments (errors name the argument and the bad value)."""
+    """ImageClassifier's recipe arguments (errors name the argument and the bad value); layer
+    decay and the backbone's lr factor are the optimizer's (autotimm.optim.config)."""
     if ema_decay is not None:
         check_positive("ema_decay", ema_decay)
         if not ema_decay < 1:
@@ -35,24 +31,12 @@ def check_model_recipes(
                 "ema_decay", ema_decay, "must be in (0, 1), e.g. 0.9998 (null: off)"
             )
     _int_at_least("freeze_backbone_epochs", freeze_backbone_epochs, 0, " (0: off)")
-    check_positive("backbone_lr_scale", backbone_lr_scale)
-    check_layer_decay(layer_decay)
     if class_weights is not None and mixes:
         # mixed (soft) targets take the unweighted loss: the weights would be ignored
         raise ConfigValueError(
             "class_weights",
             class_weights,
             "does not work with mixup/cutmix; use data.sampler=balanced instead",
-        )
-
-
-def check_layer_decay(layer_decay: Any) -> None:
-    if layer_decay is None:
-        return
-    check_positive("layer_decay", layer_decay)
-    if layer_decay > 1:
-        raise ConfigValueError(
-            "layer_decay", layer_decay, "must be in (0, 1], e.g. 0.75 (null: off)"
         )
 
 
@@ -66,11 +50,7 @@ def check_run_recipes(cfg: DictConfig) -> None:
     with under("data"):
         check_imbalance_options(data.get("class_weights"), data.get("sampler"))
     with under("model"):
-        check_model_recipes(
-            model.get("ema_decay"),
-            model.get("freeze_backbone_epochs", 0),
-            model.get("backbone_lr_scale", 0.1),
-        )
+        check_model_recipes(model.get("ema_decay"), model.get("freeze_backbone_epochs", 0))
     backbone = cfg.get("backbone") or {}
     weights = backbone.get("checkpoint_path") or backbone.get("pretrained")
     if model.get("freeze_backbone_epochs", 0) and not weights:
@@ -83,7 +63,7 @@ def check_run_recipes(cfg: DictConfig) -> None:
         )
     _check_unfreezing_strategy(cfg)
     if data.get("class_weights") is not None and mixes:
-        check_model_recipes(None, 0, 1.0, class_weights=data.get("class_weights"), mixes=True)
+        check_model_recipes(None, 0, class_weights=data.get("class_weights"), mixes=True)
 
 
 def _check_unfreezing_strategy(cfg: DictConfig) -> None:

@@ -1,7 +1,9 @@
-"""Mixup/CutMix and label smoothing glue around timm's `Mixup`."""
+"""Regularization: `RegularizationConfig` (the regularization group, an ImageClassifier
+argument), its checks, and the Mixup/CutMix and label smoothing glue around timm's `Mixup`."""
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import lightning as L
@@ -39,6 +41,35 @@ def validate_mixup_schedule(
         raise ConfigValueError(
             "mixup_off_epoch", off_epoch, "must be an integer >= 0 (null: mix every epoch)"
         )
+
+
+@dataclass
+class RegularizationConfig:
+    """Label smoothing, mixup/cutmix (timm Mixup's prob, switch_prob, mode; the epoch it
+    stops at), head dropout and stochastic depth, together; checked when built."""
+
+    label_smoothing: float = 0.0
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
+    head_dropout: float = 0.0
+    drop_path_rate: float = 0.0
+    mixup_prob: float = 1.0
+    mixup_switch_prob: float = 0.5
+    mixup_mode: str = "batch"
+    mixup_off_epoch: int | None = None
+
+    def __post_init__(self) -> None:
+        validate_regularization(
+            self.label_smoothing, self.mixup_alpha, self.cutmix_alpha, self.head_dropout
+        )
+        validate_mixup_schedule(
+            self.mixup_prob, self.mixup_switch_prob, self.mixup_mode, self.mixup_off_epoch
+        )
+        check_fraction("drop_path_rate", self.drop_path_rate)
+
+    def model_arguments(self) -> dict[str, Any]:
+        """The fields ImageClassifier keeps in its hparams (drop_path_rate is the backbone's)."""
+        return {k: v for k, v in asdict(self).items() if k != "drop_path_rate"}
 
 
 class BatchMixer:

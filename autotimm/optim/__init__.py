@@ -7,6 +7,7 @@ A library layer: imports only the top-level helpers.
 
 from __future__ import annotations
 
+from autotimm.optim.config import OptimizerConfig, SchedulerConfig
 from autotimm.optim.factory import list_optimizers, list_schedulers
 
-__all__ = ["list_optimizers", "list_schedulers"]
+__all__ = ["OptimizerConfig", "SchedulerConfig", "list_optimizers", "list_schedulers"]

@@ -1,15 +1,14 @@
 """The one check of the optimizer and scheduler arguments, dry run included.
 
-ImageClassifier calls `check_optimization` once; the optimizer and scheduler config
-groups call its halves when their nodes are instantiated (before any data loads).
-Building both once on a tiny stand-in model makes bad kwargs fail here, with the
-accepted ones, instead of after the first epoch.
+`OptimizerConfig` and `SchedulerConfig` (autotimm.optim.config) call these once, when
+built: building the optimizer on a tiny stand-in model, and the scheduler on it, makes bad
+kwargs fail here, with the accepted ones, instead of after the first epoch. Errors name
+the config's fields (`name`, `lr`, `weight_decay`, `kwargs`).
 """
 
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -34,51 +33,23 @@ _PROBE_LENGTH = TrainingLength(total_steps=100, max_epochs=10, steps_per_epoch=1
 _SCHEDULER_KEYS = ["warmup_epochs", "interval"]
 
 
-@dataclass(frozen=True)
-class ArgKeys:
-    """How errors name the arguments: ImageClassifier's, or a config group's fields."""
-
-    optimizer: str = "optimizer"
-    lr: str = "lr"
-    weight_decay: str = "weight_decay"
-    optimizer_kwargs: str = "optimizer_kwargs"
-    scheduler: str = "scheduler"
-    scheduler_kwargs: str = "scheduler_kwargs"
-
-
-def check_optimization(
-    optimizer: str | dict[str, Any],
-    lr: float,
-    weight_decay: float,
-    optimizer_kwargs: dict[str, Any] | None,
-    scheduler: str | dict[str, Any] | None,
-    scheduler_kwargs: dict[str, Any] | None,
-    keys: ArgKeys = ArgKeys(),
-) -> None:
-    """Check optimizer and scheduler together: the scheduler is built on the optimizer
-    (onecycle, for one, needs an optimizer with momentum or betas)."""
-    probe = check_optimizer(optimizer, lr, weight_decay, optimizer_kwargs, keys)
-    check_scheduler(scheduler, scheduler_kwargs, probe, keys)
-
-
 def check_optimizer(
     optimizer: str | dict[str, Any],
     lr: float,
     weight_decay: float,
     kwargs: dict[str, Any] | None,
-    keys: ArgKeys = ArgKeys(),
 ) -> torch.optim.Optimizer:
     """Check the optimizer arguments; returns the optimizer built on a stand-in model."""
     from timm.optim import list_optimizers as timm_optimizers
 
-    _check_named(keys.optimizer, optimizer, timm_optimizers(), "optimizer")
-    check_positive(keys.lr, lr)
-    check_non_negative(keys.weight_decay, weight_decay)
-    _check_no_lr_in_kwargs(optimizer, kwargs, keys)
+    _check_named("name", optimizer, timm_optimizers(), "optimizer")
+    check_positive("lr", lr)
+    check_non_negative("weight_decay", weight_decay)
+    _check_no_lr_in_kwargs(optimizer, kwargs)
     try:
         return create_optimizer(nn.Linear(2, 2), optimizer, lr, weight_decay, kwargs)
     except Exception as exc:  # any failure to build is a problem of these arguments
-        key, value = (keys.optimizer_kwargs, kwargs) if kwargs else (keys.optimizer, optimizer)
+        key, value = ("kwargs", kwargs) if kwargs else ("name", optimizer)
         accepted = _keywords(_class_of(optimizer_class, optimizer))
         raise ConfigValueError(key, value, _problem(exc, accepted)) from exc
 
@@ -87,19 +58,18 @@ def check_scheduler(
     scheduler: str | dict[str, Any] | None,
     kwargs: dict[str, Any] | None,
     optimizer: torch.optim.Optimizer | None = None,
-    keys: ArgKeys = ArgKeys(),
 ) -> None:
     """Check the scheduler arguments by building it once on `optimizer` (default: a
     stand-in SGD with momentum)."""
     if scheduler is not None:
-        _check_named(keys.scheduler, scheduler, SCHEDULERS, "scheduler")
+        _check_named("name", scheduler, SCHEDULERS, "scheduler")
     stand_in = optimizer is None
     if stand_in:
         optimizer = torch.optim.SGD(nn.Linear(2, 2).parameters(), lr=1e-3, momentum=0.9)
     try:
         create_scheduler(scheduler, optimizer, _PROBE_LENGTH, kwargs)
     except Exception as exc:  # any failure to build is a problem of these arguments
-        key, value = (keys.scheduler_kwargs, kwargs) if kwargs else (keys.scheduler, scheduler)
+        key, value = ("kwargs", kwargs) if kwargs else ("name", scheduler)
         accepted = _keywords(_class_of(scheduler_class, scheduler)) + _SCHEDULER_KEYS
         if isinstance(scheduler, dict) or str(scheduler).lower() == "plateau":
             accepted.append("monitor")
@@ -130,19 +100,19 @@ def _check_named(key: str, spec: Any, names: Any, kind: str) -> None:
         raise ConfigValueError(key, spec, f"its class cannot be imported ({exc})") from exc
 
 
-def _check_no_lr_in_kwargs(optimizer: Any, kwargs: dict[str, Any] | None, keys: ArgKeys) -> None:
+def _check_no_lr_in_kwargs(optimizer: Any, kwargs: dict[str, Any] | None) -> None:
     """lr and weight_decay have their own arguments: not in the kwargs or the 'params'."""
     params = optimizer.get("params") if isinstance(optimizer, dict) else None
     for key, value, options in (
-        (keys.optimizer_kwargs, kwargs, kwargs),
-        (keys.optimizer, optimizer, params),
+        ("kwargs", kwargs, kwargs),
+        ("name", optimizer, params),
     ):
         clash = sorted(set(options or {}) & {"lr", "weight_decay"})
         if clash:
             raise ConfigValueError(
                 key,
                 value,
-                f"sets {clash}; they have their own keys ({keys.lr}, {keys.weight_decay})",
+                f"sets {clash}; they have their own keys (lr, weight_decay)",
             )
 
 

@@ -16,7 +16,20 @@ from typing import Any
 
 import torch.nn as nn
 
+from autotimm.checks import ConfigValueError, check_positive
+
 log = logging.getLogger(__name__)
+
+
+def check_layer_decay(layer_decay: Any) -> None:
+    """None (off) or a factor in (0, 1]."""
+    if layer_decay is None:
+        return
+    check_positive("layer_decay", layer_decay)
+    if layer_decay > 1:
+        raise ConfigValueError(
+            "layer_decay", layer_decay, "must be in (0, 1], e.g. 0.75 (null: off)"
+        )
 
 
 def scaled_param_groups(
