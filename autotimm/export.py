@@ -116,10 +116,10 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The command line; a bad input or a failed parity check prints one line, returns 1."""
-    from autotimm.inference.cli import reported
+    from autotimm.user_errors import user_errors_reported
 
     args = parser().parse_args(argv)
-    with reported() as ok:
+    with user_errors_reported(exit_process=False) as ok:
         path, report = export(args.model, args.fmt, args.out, args.atol, args.outputs)
         print(f"wrote {path}")
         print(report.line())

@@ -190,12 +190,12 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The command line; user errors print one short message and return 1."""
-    from autotimm.inference.cli import reported
+    from autotimm.user_errors import user_errors_reported
 
     args = parser().parse_args(argv)  # before the heavy imports: `--help` stays fast
     from autotimm.inference.writers import summary
 
-    with reported() as ok:
+    with user_errors_reported(exit_process=False) as ok:
         result = predict(
             args.model, args.inputs, args.out, args.top_k, args.tta, args.batch_size,
             args.device, args.workers, args.strict, args.path_column, progress=True,

@@ -48,18 +48,39 @@ def print_user_error(error: BaseException) -> None:
     console.print("(set HYDRA_FULL_ERROR=1 for the full traceback)", style="dim")
 
 
-@contextmanager
-def user_errors_reported() -> Iterator[None]:
-    """Single runs: a user error exits with one short message (status 1).
+class Report:
+    """Truthy until a user error was reported: a command's exit status (0 or 1)."""
 
-    In a multirun (sweep) errors propagate, so the sweeper records the trial as failed;
-    HYDRA_FULL_ERROR=1 shows the traceback as usual.
+    def __init__(self) -> None:
+        self.ok = True
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+
+@contextmanager
+def user_errors_reported(
+    *, exit_process: bool = True, trial_raises: bool = True
+) -> Iterator[Report]:
+    """The one wrapper of every entry point: a user error (`find_user_error`) becomes one
+    short message on stderr and status 1; other errors keep their traceback, and so does
+    every error with HYDRA_FULL_ERROR=1.
+
+    `exit_process=False`: no sys.exit; the yielded Report turns false, for a command's
+    `main()` that returns its status (predict, export, compare). `trial_raises`: inside a
+    sweep trial errors propagate, so the sweeper records the trial as failed (False for the
+    sweep's own set-up, which has no trial to fail).
     """
+    report = Report()
     try:
-        yield
+        yield report
     except Exception as exc:
         user_error = find_user_error(exc)
-        if user_error is None or os.environ.get("HYDRA_FULL_ERROR") == "1" or in_multirun():
+        if user_error is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        if trial_raises and in_multirun():
             raise
         print_user_error(user_error)
-        sys.exit(1)
+        if exit_process:
+            sys.exit(1)
+        report.ok = False

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +17,13 @@ from autotimm.compare.folds import (
 )
 from autotimm.compare.plots import PNG_FILE, plot
 from autotimm.compare.rows import rows
-from autotimm.compare.study import StudyError, SweepStudy, mark_front, open_study
+from autotimm.compare.study import SweepStudy, mark_front, open_study
 from autotimm.compare.study_plots import study_plots
 from autotimm.compare.table import print_table
 from autotimm.records.ranking import rank
 from autotimm.records.results import RESULTS_FILE
 from autotimm.records.runs import Run, find_runs
+from autotimm.user_errors import user_errors_reported
 
 TRAIN_PY = Path(__file__).resolve().parents[2] / "train.py"
 
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         "--no-plot", action="store_true", help="skip compare.png and the Optuna plots"
     )
     args = parser.parse_args(argv)
-    try:
+    with user_errors_reported(exit_process=False) as ok:
         compare(
             args.folder,
             metric=args.metric,
@@ -150,7 +150,4 @@ def main(argv: list[str] | None = None) -> int:
             make_plot=not args.no_plot,
             storage=args.storage,
         )
-    except (FileNotFoundError, StudyError) as exc:
-        print(f"Error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return 0 if ok else 1

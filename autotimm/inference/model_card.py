@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from autotimm.records.results import RunRecord, read_record
+from autotimm.records.results import RESULTS_FILE, RunRecord, read_record
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ def write_model_card(run_dir: str | Path) -> Path:
     run_dir = Path(run_dir).resolve()
     record = read_record(run_dir)
     if record is None:
-        raise FileNotFoundError(f"{run_dir} has no results.json: not a finished run")
+        raise FileNotFoundError(f"{run_dir} has no {RESULTS_FILE}: not a finished run")
     path = run_dir / CARD_FILE
     path.write_text(card_text(run_dir, record))
     return path
@@ -190,14 +190,14 @@ def copy_best_card(sweep_dir: str | Path) -> Path | None:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m autotimm.inference.model_card DIR`: a run's card, or a sweep's best."""
-    from autotimm.inference.cli import reported
     from autotimm.records.results import has_record
+    from autotimm.user_errors import user_errors_reported
 
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
         print("usage: python -m autotimm.inference.model_card RUN_OR_SWEEP_DIR", file=sys.stderr)
         return 2
-    with reported() as ok:
+    with user_errors_reported(exit_process=False) as ok:
         folder = Path(args[0])
         if not folder.is_dir():
             raise FileNotFoundError(f"{folder} is not a run or sweep folder")

@@ -9,14 +9,12 @@ Light imports only: it runs at the start of every sweep.
 
 from __future__ import annotations
 
-import os
-import sys
 from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from autotimm.user_errors import UserError
+from autotimm.user_errors import UserError, user_errors_reported
 
 # Lightning strategies that start one process per device
 _MULTI_PROCESS = ("ddp", "fsdp", "deepspeed")
@@ -66,12 +64,5 @@ class MultirunChecks(Callback):
         launcher = OmegaConf.select(config, "hydra.launcher._target_", default=None)
         if launcher_kind(launcher) != IN_PROCESS:
             freeze_imported()
-        try:
+        with user_errors_reported(trial_raises=False):  # the sweep itself: exit 1, one line
             check_one_process_per_trial(config)
-        except UserError as exc:
-            if os.environ.get("HYDRA_FULL_ERROR") == "1":
-                raise
-            from autotimm.user_errors import print_user_error
-
-            print_user_error(exc)
-            sys.exit(1)

@@ -14,16 +14,13 @@ study code) happen when a sweep starts, not at plugin discovery.
 from __future__ import annotations
 
 import logging
-import os
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from hydra.plugins import sweeper as sweeper_plugin
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig
 
+from autotimm.records.results import RESULTS_FILE
 from autotimm.sweep import plugin_api
 
 log = logging.getLogger(__name__)
@@ -51,20 +48,13 @@ class AutotimmOptunaSweeper(sweeper_plugin.Sweeper):
             return self.sweeper.sweep(arguments)
 
 
-@contextmanager
-def setup_errors_reported() -> Iterator[None]:
+def setup_errors_reported() -> Any:
     """A sweep that cannot start as configured (autotimm.sweep.engine_checks: storage,
     engine, study identity, bad sweep values) exits 1 with one short message, as single
-    runs do (autotimm.user_errors); HYDRA_FULL_ERROR=1 shows the traceback."""
-    from autotimm.user_errors import UserError, print_user_error
+    runs do; HYDRA_FULL_ERROR=1 shows the traceback."""
+    from autotimm.user_errors import user_errors_reported
 
-    try:
-        yield
-    except UserError as exc:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise
-        print_user_error(exc)
-        sys.exit(1)
+    return user_errors_reported(trial_raises=False)
 
 
 class AutotimmBasicSweeper(plugin_api.basic_sweeper_class()):  # type: ignore[misc]
@@ -111,7 +101,7 @@ class AutotimmBasicSweeper(plugin_api.basic_sweeper_class()):  # type: ignore[mi
                 log.warning("  %s", line)
             raise RuntimeError(
                 f"{len(failures)} run(s) of the grid failed (listed above; each run's "
-                "results.json says why)"
+                f"{RESULTS_FILE} says why)"
             )
         return returns
 
