@@ -44,7 +44,7 @@ def train(cfg: DictConfig) -> float | list[float]:
         from autotimm.app.console import print_config_tree
 
         print_config_tree(cfg)
-    validate_groups(cfg)  # every bad value of every group fails here, before data loads
+    groups = validate_groups(cfg)  # every bad value of every group fails here, before data
     L.seed_everything(cfg.seed, workers=True)
     _fast_matmuls()
 
@@ -52,7 +52,7 @@ def train(cfg: DictConfig) -> float | list[float]:
     loggers_ready, loggers, failed = start_loggers(cfg), [], True
     try:
         datamodule = instantiate(cfg.data)
-        model = compose.build_model(cfg, datamodule)
+        model = compose.build_model(cfg, datamodule, groups)
         check_logged(cfg.optimized_metric, cfg.get("optimized_mode", "max"), model)
         history, pruning = ValidationHistory(), pruning_callback(cfg)  # pruning: sweeps only
         callbacks = compose.build_callbacks(cfg, history, *filter(None, [pruning]))
@@ -62,21 +62,28 @@ def train(cfg: DictConfig) -> float | list[float]:
         if cfg.get("tune_batch_size"):
             compose.tune_batch_size(trainer, model, datamodule)
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-        if trainer.interrupted:
-            raise KeyboardInterrupt("training was interrupted")
-        _validate_if_nothing_ran(trainer, model, datamodule, history)
-        best = outcome.best_epoch(cfg, history)
         pruned = pruning.pruned if pruning is not None else None
-        test = {} if pruned else _test(cfg, trainer, model, datamodule)  # pruned: not tested
-        record = outcome.trained_record(
-            cfg, trainer, model, datamodule, best, test, started, pruned
-        )
+        record = _fitted_record(cfg, trainer, model, datamodule, history, pruned, started)
         if trainer.is_global_zero:  # DDP: one record; the metrics are already reduced
             _keep(record, loggers)
         failed = False
         return _objective(record)
     finally:
         finish_loggers(loggers or loggers_ready(quiet=True), failed)
+
+
+def _fitted_record(cfg: DictConfig, trainer, model, datamodule, history, pruned, started: float):
+    """The record of a fit that ended: its best epoch, and the test of that epoch's
+    checkpoint (a pruned trial is not tested). An interrupted fit raises KeyboardInterrupt,
+    which the run wrapper records."""
+    from autotimm.app import outcome
+
+    if trainer.interrupted:
+        raise KeyboardInterrupt("training was interrupted")
+    _validate_if_nothing_ran(trainer, model, datamodule, history)
+    best = outcome.best_epoch(cfg, history)
+    test = {} if pruned else _test(cfg, trainer, model, datamodule)
+    return outcome.trained_record(cfg, trainer, model, datamodule, best, test, started, pruned)
 
 
 def _keep(record, loggers) -> None:

@@ -1,100 +1,40 @@
-"""``ImageDataModule``: one LightningDataModule over every data source, with timm transforms."""
+"""``ImageDataModule``: one LightningDataModule over every data source, with timm transforms.
+
+Its arguments are checked in ``autotimm.data.arguments``; what a loaded source becomes
+(datasets, collates, device transforms) is ``autotimm.data.loaded``'s.
+"""
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import os
-from collections.abc import Mapping, Sequence
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from typing import Any
 
 import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from autotimm.data.arguments import (
+    check_arguments,
+    decodes_on_device,
+    default_num_workers,
+    from_fields,
+)
 from autotimm.data.datasets import (
     EncodedBatch,
-    EncodedImageDataset,
     SubsetDataset,
     TransformedDataset,
     collate_encoded,
     targets_of,
 )
-from autotimm.data.folds import check_fold_options, fold_splits
-from autotimm.data.imbalance import check_imbalance_options, loader_order
-from autotimm.data.multilabel import check_multi_label_options
-from autotimm.data.sources import SourceOptions, SourceSplits, download_source, get_source
+from autotimm.data.folds import fold_splits
+from autotimm.data.imbalance import loader_order
+from autotimm.data.loaded import LoadedData, load_splits
+from autotimm.data.sources import SourceOptions, download_source, get_source
 from autotimm.data.splits import limit_indices
-from autotimm.data.transforms import (
-    AugmentConfig,
-    NormalizingCollate,
-    build_transform,
-    resolve_data_config,
-)
+from autotimm.data.transforms import AugmentConfig, resolve_data_config
 
 log = logging.getLogger(__name__)
-
-# Sources whose items are cheap in-memory arrays: worker processes cost more than they save
-IN_MEMORY_SOURCES = frozenset({"digits", "synthetic"})
-# Sources of image files: the ones the device decode path (data.decode=gpu) reads
-FILE_SOURCES = frozenset({"image_folder", "csv"})
-DECODE_MODES = ("auto", "cpu", "gpu")
-T = TypeVar("T")
-
-
-def default_num_workers(source: str) -> int:
-    """Loader workers when ``num_workers`` is None.
-
-    0 for cheap in-memory sources and for machines with <= 2 cores: there loading a
-    64-image batch takes ~20 ms against ~170 ms for a resnet18 CPU step, so worker
-    processes mostly compete with the model for the cores. Else cores - 1, at most 8.
-    """
-    cpus = os.cpu_count() or 1
-    if source in IN_MEMORY_SOURCES or cpus <= 2:
-        return 0
-    return min(8, cpus - 1)
-
-
-def check_arguments(
-    source: str, batch_size: int, in_chans: int, decode: str, auto_augment: str | None
-) -> None:
-    """Fail at construction on arguments that cannot work, naming the value at fault."""
-    get_source(source)  # an unknown name raises, listing the accepted sources
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if in_chans < 1:
-        raise ValueError(f"in_chans must be >= 1, got {in_chans}")
-    if in_chans not in (1, 3) and source != "synthetic":
-        raise ValueError(f"image sources give 1 or 3 channels; in_chans={in_chans}")
-    if decode not in DECODE_MODES:
-        raise ValueError(f"decode={decode!r} is not one of {list(DECODE_MODES)}")
-    if decode == "gpu" and source not in FILE_SOURCES:
-        raise ValueError(
-            f"decode='gpu' decodes image files (sources {sorted(FILE_SOURCES)}); "
-            f"source {source!r} has none: use decode='cpu' or 'auto'"
-        )
-    if decode == "gpu" and auto_augment:
-        raise ValueError(
-            f"auto_augment={auto_augment!r} has no device implementation; "
-            "use decode='cpu' with auto_augment (or drop auto_augment)"
-        )
-
-
-def decodes_on_device(decode: str, source: str, auto_augment: str | None) -> bool:
-    """Whether image files are decoded and augmented on the training device (``decode``)."""
-    if decode == "auto":
-        return source in FILE_SOURCES and not auto_augment and torch.cuda.is_available()
-    return decode == "gpu"
-
-
-def from_fields(cls: type[T], values: Mapping[str, Any], **overrides: Any) -> T:
-    """Dataclass ``cls`` from the entries of ``values`` named like its fields, then ``overrides``.
-
-    The datamodule's arguments are flat (Hydra keys); this groups them without listing
-    each field a second time.
-    """
-    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
-    return cls(**{**{n: values[n] for n in names if n in values}, **overrides})
 
 
 class ImageDataModule(L.LightningDataModule):
@@ -175,32 +115,32 @@ class ImageDataModule(L.LightningDataModule):
         super().__init__()
         # logger=False: the run logs the full config; merging both would clash on num_classes
         self.save_hyperparameters(logger=False)
-        check_arguments(source, batch_size, in_chans, decode, auto_augment)
-        check_imbalance_options(class_weights, sampler)  # used by the loader and the model
-        # csv only; refuses class_weights/sampler with multi_label (autotimm.data.multilabel)
-        check_multi_label_options(
-            source, multi_label, label_delimiter, label_columns, class_weights, sampler
-        )
-        self.multi_label = multi_label
-        check_fold_options(folds, fold)
+        check_arguments(self.hparams)  # a value that cannot work fails before data loads
         self.source = source
+        self.multi_label = multi_label
         self.decode = decode
         self.channels_last = channels_last
         self.decode_on_device = decodes_on_device(decode, source, auto_augment)
+        self.augment: AugmentConfig = from_fields(AugmentConfig, self.hparams)
+        self._set_loader_options(batch_size, num_workers, pin_memory, persistent_workers, drop_last)
+        self._loaded: LoadedData | None = None  # built on first use of the data, once
+
+    def _set_loader_options(
+        self,
+        batch_size: int,
+        num_workers: int | None,
+        pin_memory: bool | None,
+        persistent_workers: bool,
+        drop_last: bool,
+    ) -> None:
+        """The loaders' settings, defaults resolved (``batch_size`` is also the one
+        Lightning's batch-size finder sets)."""
         self.batch_size = batch_size
-        self.num_workers = default_num_workers(source) if num_workers is None else num_workers
+        self.num_workers = default_num_workers(self.source) if num_workers is None else num_workers
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         # workers that live across epochs only exist when there are workers
         self.persistent_workers = persistent_workers and self.num_workers > 0
         self.drop_last = drop_last
-        self.augment: AugmentConfig = from_fields(AugmentConfig, self.hparams)
-        self._splits: SourceSplits | None = None
-        self._data_config: dict[str, Any] | None = None
-        self._datasets: dict[str, TransformedDataset] = {}
-        self._loader_datasets: dict[str, TransformedDataset] = {}
-        self._collates: dict[bool, NormalizingCollate] = {}
-        self._encoded: dict[str, EncodedImageDataset] = {}
-        self._device_transforms: dict[bool, Any] = {}
 
     # ----------------------------------------------------------------- loading
     def _resolve_config(self, native_size: int | None = None) -> dict[str, Any]:
@@ -214,10 +154,10 @@ class ImageDataModule(L.LightningDataModule):
             native_size=native_size,
         )
 
-    def _load(self) -> SourceSplits:
+    def _load(self) -> LoadedData:
         """Load and split the source, check num_classes, build the split datasets (once)."""
-        if self._splits is not None:
-            return self._splits
+        if self._loaded is not None:
+            return self._loaded
         hp = self.hparams
         input_size = self._resolve_config()["input_size"]
         options = from_fields(SourceOptions, hp, input_size=input_size)
@@ -236,68 +176,24 @@ class ImageDataModule(L.LightningDataModule):
                 for ds in (splits.train, splits.val, splits.test)
             )
         # the native image size is known only now; it picks the eval crop for tiny images
-        self._data_config = self._resolve_config(splits.native_size)
-        self._build_datasets(splits)
-        self._splits = splits
+        data_config = self._resolve_config(splits.native_size)
+        loaded = load_splits(
+            splits,
+            data_config,
+            self.augment,
+            hp.in_chans,
+            self.decode_on_device,
+            self.channels_last,
+        )
+        if self.decode_on_device:
+            log.info("data %s: decoding and augmenting on the device", self.source)
+        self._loaded = loaded
         log.info(
             "data %s: %d train / %d val / %d test images, %d classes, input %s",
             self.source, len(splits.train), len(splits.val), len(splits.test), found,
-            self._data_config["input_size"],
+            data_config["input_size"],
         )  # fmt: skip
-        return splits
-
-    def _build_datasets(self, splits: SourceSplits) -> None:
-        """Wrap each split with its own transform: train augments, val/test never do.
-
-        The `*_dataset` properties give normalised float images; the loaders read the same
-        images as uint8 and normalise each batch at once (timm's loader layout, see
-        autotimm.data.transforms), which gives the same batches up to float rounding.
-        """
-        mode = "L" if self.hparams.in_chans == 1 else "RGB"
-        config, split_of = self._data_config, {"train": splits.train, "val": splits.val,
-                                               "test": splits.test}  # fmt: skip
-        if splits.is_tensor:  # ready tensors at the input size: nothing to transform
-            self._datasets = {s: TransformedDataset(ds, None, mode) for s, ds in split_of.items()}
-            self._loader_datasets, self._collates = self._datasets, {}
-        else:
-            transforms = {
-                uint8: {
-                    "train": build_transform(config, True, self.augment, uint8=uint8),
-                    "eval": build_transform(config, False, uint8=uint8),
-                }
-                for uint8 in (False, True)
-            }
-            self._datasets, self._loader_datasets = (
-                {
-                    split: TransformedDataset(
-                        ds, transforms[uint8]["train" if split == "train" else "eval"], mode
-                    )
-                    for split, ds in split_of.items()
-                }
-                for uint8 in (False, True)
-            )
-            re_prob = 0.0 if self.augment.no_aug else self.augment.re_prob
-            self._collates = {
-                True: NormalizingCollate(config["mean"], config["std"], re_prob),
-                False: NormalizingCollate(config["mean"], config["std"]),
-            }
-        if self.decode_on_device:
-            from autotimm.data.gpu_transforms import DeviceTransform
-
-            self._encoded = {
-                "train": EncodedImageDataset.of(splits.train),
-                "val": EncodedImageDataset.of(splits.val),
-                "test": EncodedImageDataset.of(splits.test),
-            }
-            # channels_last on CUDA devices (None), like the CPU path's batches
-            layout = None if self.channels_last else False
-            self._device_transforms = {
-                True: DeviceTransform.from_config(
-                    self._data_config, True, self.augment, channels_last=layout
-                ),
-                False: DeviceTransform.from_config(self._data_config, False, channels_last=layout),
-            }
-            log.info("data %s: decoding and augmenting on the device", self.source)
+        return loaded
 
     def prepare_data(self) -> None:
         """Download once per node (Lightning calls this on one process) when asked to."""
@@ -312,43 +208,37 @@ class ImageDataModule(L.LightningDataModule):
     @property
     def num_classes(self) -> int:
         """Number of classes in the data (checked against a given ``num_classes``)."""
-        return len(self._load().class_names)
+        return len(self._load().splits.class_names)
 
     @property
     def class_names(self) -> list[str]:
         """Class names in label order (sorted folder names / labels), for checkpoints."""
-        return list(self._load().class_names)
+        return list(self._load().splits.class_names)
 
     @property
     def data_config(self) -> dict[str, Any]:
         """Resolved input_size (C, H, W), mean, std, interpolation, crop_pct."""
-        self._load()
-        assert self._data_config is not None
-        return dict(self._data_config)
+        return dict(self._load().data_config)
 
     @property
     def train_dataset(self) -> TransformedDataset:
         """Training split with the training (augmenting) transform."""
-        self._load()
-        return self._datasets["train"]
+        return self._load().datasets["train"]
 
     @property
     def val_dataset(self) -> TransformedDataset:
         """Validation split with the eval transform."""
-        self._load()
-        return self._datasets["val"]
+        return self._load().datasets["val"]
 
     @property
     def test_dataset(self) -> TransformedDataset:
         """Test split (also used for predict) with the eval transform."""
-        self._load()
-        return self._datasets["test"]
+        return self._load().datasets["test"]
 
     # ------------------------------------------------------------- dataloaders
     def _loader(self, split: str, train: bool) -> DataLoader:
-        self._load()
-        encoded = self.decode_on_device
-        dataset: Dataset = self._encoded[split] if encoded else self._loader_datasets[split]
+        loaded, encoded = self._load(), self.decode_on_device
+        dataset: Dataset = loaded.encoded[split] if encoded else loaded.loader_datasets[split]
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
@@ -359,7 +249,7 @@ class ImageDataModule(L.LightningDataModule):
             # encoded bytes stay on the host (nvjpeg reads host memory): nothing to pin
             pin_memory=self.pin_memory and not encoded,
             persistent_workers=self.persistent_workers,
-            collate_fn=collate_encoded if encoded else self._collates.get(train),
+            collate_fn=collate_encoded if encoded else loaded.collates.get(train),
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -406,8 +296,7 @@ class ImageDataModule(L.LightningDataModule):
 
         ``train`` picks the training augmentation, else the eval resize + centre crop.
         """
-        self._load()
-        transform = self._device_transforms[bool(train)]
+        transform = self._load().device_transforms[bool(train)]
         images = transform(batch.images(), batch.labels.device, batch.paths)
         return images, batch.labels
 

@@ -25,7 +25,7 @@ SWEEP_SUMMARY = (
     "optimization_results.yaml"  # autotimm.sweep.summary.RESULTS_YAML (no optuna import)
 )
 MODEL_FORMS = (
-    "a checkpoint file (.ckpt), a run directory (with results.json) or a sweep directory "
+    f"a checkpoint file (.ckpt), a run directory (with {RESULTS_FILE}) or a sweep directory "
     "(with optimization_results.yaml or trial runs)"
 )
 

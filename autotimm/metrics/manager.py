@@ -1,177 +1,37 @@
-"""Metric configuration and the manager that builds one metric instance per stage."""
+"""`MetricManager`: builds one instance of each configured metric per stage, keeps the
+batches of a stage and feeds them to its metrics, each in the form it expects.
+
+The configs themselves (`MetricConfig`) are `autotimm.metrics.config`'s; the manager also
+answers `from autotimm.metrics.manager import MetricConfig`.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
 from numbers import Integral
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn as nn
 
-from autotimm.checks import ConfigValueError, check_choice, close_matches
-from autotimm.metrics.checks import (
-    STAGES,
-    check_text,
-    checked_num_classes,
-    checked_stages,
-    checked_threshold,
-)
+from autotimm.checks import ConfigValueError, check_choice
+from autotimm.metrics.checks import STAGES, checked_num_classes, checked_threshold
+from autotimm.metrics.config import MetricConfig, as_metric_config
 from autotimm.metrics.inputs import (
-    accepted_params,
     as_preds,
     as_targets,
     fed_labels_for_threshold,
     left_out_multi_label,
-    multi_label_params,
     reads_only_argmax,
 )
-from autotimm.utils import import_object, to_plain
+from autotimm.metrics.kept import KeptBatches
+from autotimm.utils import to_plain
 
 log = logging.getLogger(__name__)
 
 # logits elements a stage keeps before its metrics are updated anyway (16 MiB in float32)
 PENDING_LIMIT = 1 << 22
-
-BACKENDS = ("torchmetrics", "custom")
-PREDS_TYPES = ("probs", "logits", "labels")
-
-
-@dataclass
-class MetricConfig:
-    """One metric: which class, its parameters, the stages it runs in and how it is logged.
-
-    `backend="torchmetrics"` looks `metric_class` up in `torchmetrics` and
-    `torchmetrics.classification`; `backend="custom"` imports a dotted path.
-    `backend` and `stages` take any letter case (stored lower-case).
-    `num_classes` (and `task="multiclass"`) are filled in when the class takes them; in a
-    multi-label MetricManager, `task="multilabel"` and `num_labels` instead.
-    `preds` chooses what the metric receives: class probabilities (default; works for
-    every torchmetrics classification metric, including AUROC and calibration error),
-    raw logits, or predicted class indices (multi-label: sigmoid probabilities, or 0/1
-    labels at the manager's threshold).
-
-    Logged keys: `{stage}/{name}` is the epoch value (`log_on_epoch`); with
-    `log_on_step` the per-batch value is logged as `{stage}/{name}_step` (or as
-    `{stage}/{name}` when `log_on_epoch=False`).
-    """
-
-    # AutoTimm's positional order (name, backend, metric_class, params, stages); metric_class
-    # has a default only so backend can keep its own: an empty one is refused
-    name: str
-    backend: Literal["torchmetrics", "custom"] = "torchmetrics"
-    metric_class: str = ""
-    params: dict[str, Any] = field(default_factory=dict)
-    stages: list[str] = field(default_factory=lambda: list(STAGES))
-    prog_bar: bool = False
-    log_on_step: bool = False
-    log_on_epoch: bool = True
-    preds: Literal["probs", "logits", "labels"] = "probs"
-
-    def __post_init__(self) -> None:
-        self.params = dict(to_plain(self.params) or {})
-        check_text("name", self.name, "the metric's log key is {stage}/{name}")
-        key = self.name
-        check_text(f"{key}.backend", self.backend, f"accepted: {list(BACKENDS)}")
-        check_text(f"{key}.metric_class", self.metric_class, "accepted: a metric class name")
-        self.backend = self.backend.lower()
-        check_choice(f"{key}.backend", self.backend, BACKENDS)
-        self.stages = checked_stages(f"{key}.stages", self.stages)
-        if not (self.log_on_step or self.log_on_epoch):
-            raise ConfigValueError(
-                f"{key}.log_on_epoch",
-                self.log_on_epoch,
-                "log_on_step is False too, so it would never be logged; set one to True",
-            )
-        check_choice(f"{key}.preds", self.preds, PREDS_TYPES)
-        self.resolve_class()  # an unknown class fails here, not when the model is built
-
-    def resolve_class(self) -> type:
-        """The metric class: a torchmetrics name, or a dotted path with backend='custom'."""
-        key = f"{self.name}.metric_class"
-        if self.backend == "custom":
-            try:
-                return import_object(self.metric_class)
-            except ValueError as exc:
-                reason = exc.__cause__ or exc
-                raise ConfigValueError(
-                    key,
-                    self.metric_class,
-                    f"cannot be imported ({reason}); accepted: a dotted "
-                    "path 'package.module.Class' (or backend='torchmetrics' with a class name)",
-                ) from exc
-        import torchmetrics
-        import torchmetrics.classification as tmc
-
-        for namespace in (torchmetrics, tmc):
-            cls = getattr(namespace, self.metric_class, None)
-            if isinstance(cls, type):
-                return cls
-        names = {n for space in (torchmetrics, tmc) for n in dir(space) if n[:1].isupper()}
-        raise ConfigValueError(
-            key,
-            self.metric_class,
-            "not in torchmetrics or torchmetrics.classification"
-            f"{close_matches(self.metric_class, sorted(names))}; accepted: a class of those, "
-            "or backend='custom' with a dotted path",
-        )
-
-    def build(
-        self, num_classes: int, multi_label: bool = False, threshold: float | list[float] = 0.5
-    ) -> nn.Module:
-        """The metric for `num_classes` classes (or labels, with `multi_label`).
-
-        num_classes/task (multi-label: num_labels, task='multilabel' and a float
-        `threshold`) are filled in when the class takes them.
-        """
-        cls = self.resolve_class()
-        accepted = accepted_params(cls)
-        if multi_label:
-            params = multi_label_params(
-                self.name, cls, self.params, accepted, num_classes, threshold
-            )
-        else:
-            params = dict(self.params)
-            if "num_classes" in accepted:
-                params.setdefault("num_classes", num_classes)
-            if "task" in accepted:
-                params.setdefault("task", "multiclass")
-        try:
-            return cls(**params)
-        except (TypeError, ValueError) as exc:
-            raise ConfigValueError(
-                f"{self.name}.params",
-                self.params,
-                f"{self.metric_class}(**{params}) failed: {exc}; "
-                f"accepted: {sorted(accepted - _NOT_PARAMS)}",
-            ) from exc
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-_NOT_PARAMS = {"self", "cls", "args", "kwargs"}
-
-
-def as_metric_config(value: MetricConfig | dict[str, Any]) -> MetricConfig:
-    if isinstance(value, MetricConfig):
-        return value
-    value = to_plain(value)
-    if isinstance(value, dict):
-        fields = {k: v for k, v in value.items() if k != "_target_"}
-        accepted = list(MetricConfig.__dataclass_fields__)
-        unknown = sorted(set(fields) - set(accepted))
-        missing = [k for k in ("name", "metric_class") if k not in fields]
-        if unknown or missing:
-            raise ConfigValueError(
-                str(fields.get("name", "metric")),
-                value,
-                f"unknown keys {unknown}, missing {missing}; accepted keys: {accepted}",
-            )
-        return MetricConfig(**fields)
-    raise ValueError(f"Expected a MetricConfig or dict, got {value!r}")
 
 
 def _config_list(configs: Any) -> list[MetricConfig]:
@@ -463,34 +323,6 @@ class MetricManager(nn.Module):
 
 
 _STAGE_ATTRS = frozenset(f"{stage}_metrics" for stage in STAGES)
-
-
-class KeptBatches:
-    """Detached logits (or their argmax labels) and targets of the steps since the metrics'
-    last update."""
-
-    def __init__(self) -> None:
-        self.logits: list[torch.Tensor] = []
-        self.targets: list[torch.Tensor] = []
-        self.elements = 0
-
-    def keep(self, logits: torch.Tensor, target: torch.Tensor) -> int:
-        """Keep one batch; returns the logits elements kept in all."""
-        self.logits.append(logits)
-        self.targets.append(target.detach())
-        self.elements += logits.numel()
-        return self.elements
-
-    def take(self) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """Everything kept, concatenated (None when nothing is); empties the store."""
-        if not self.logits:
-            return None
-        batches = (torch.cat(self.logits), torch.cat(self.targets))
-        self.clear()
-        return batches
-
-    def clear(self) -> None:
-        self.logits, self.targets, self.elements = [], [], 0
 
 
 def _stage(stage: str) -> str:
