@@ -11,7 +11,16 @@ from tests.conftest import ROOT
 
 # lowest first; a module may import its own layer and the layers before it
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("helpers", ("autotimm.checks", "autotimm.utils", "autotimm.user_errors", "autotimm.startup")),
+    (
+        "helpers",
+        (
+            "autotimm.checks",
+            "autotimm.utils",
+            "autotimm.user_errors",
+            "autotimm.startup",
+            "autotimm.private_apis",
+        ),
+    ),
     ("records", ("autotimm.records",)),
     ("data", ("autotimm.data",)),
     ("metrics", ("autotimm.metrics",)),

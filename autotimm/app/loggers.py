@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 import threading
@@ -11,6 +12,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from autotimm.app.compose import instantiate_each
+from autotimm.private_apis import WANDB_JOB_INPUTS, WANDB_LAUNCH_INPUTS
 from autotimm.records.results import RunRecord
 
 log = logging.getLogger(__name__)
@@ -73,16 +75,17 @@ def skip_unstaged_launch_inputs() -> None:
         from wandb.sdk.wandb_run import Run
     except ImportError:
         return
-    detect = getattr(Run, "_detect_and_apply_job_inputs", None)
+    detect = getattr(Run, WANDB_JOB_INPUTS, None)
     if detect is None or getattr(detect, "autotimm_lazy", False):
         return
 
+    @functools.wraps(detect)  # its signature is W&B's (tests/test_private_apis.py reads it)
     def detect_if_staged(run: Any) -> None:
-        if "wandb.sdk.launch.inputs.internal" in sys.modules:
+        if WANDB_LAUNCH_INPUTS in sys.modules:
             detect(run)
 
     detect_if_staged.autotimm_lazy = True  # type: ignore[attr-defined]
-    Run._detect_and_apply_job_inputs = detect_if_staged
+    setattr(Run, WANDB_JOB_INPUTS, detect_if_staged)
 
 
 def wandb_summary(record: RunRecord) -> dict[str, Any]:

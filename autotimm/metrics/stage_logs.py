@@ -20,6 +20,13 @@ from typing import Any
 import torch
 
 from autotimm.metrics.manager import STAGES, MetricManager
+from autotimm.private_apis import (
+    CURRENT_FX_NAME,
+    LOGGER_CONNECTOR,
+    RESULTS,
+    SHOULD_UPDATE_LOGS,
+    TRAINER,
+)
 
 
 def is_logging_step(trainer: Any, batch_idx: int) -> bool:
@@ -38,8 +45,8 @@ def is_logging_step(trainer: Any, batch_idx: int) -> bool:
         return True
     if not trainer.log_every_n_steps:
         return False
-    connector = getattr(trainer, "_logger_connector", None)
-    decided = getattr(connector, "should_update_logs", None)
+    connector = getattr(trainer, LOGGER_CONNECTOR, None)
+    decided = getattr(connector, SHOULD_UPDATE_LOGS, None)
     if decided is None:  # a Lightning without the property: its documented rule
         return (trainer.global_step + 1) % trainer.log_every_n_steps == 0
     return bool(decided)
@@ -84,7 +91,7 @@ class StageLogs:
     def log_step_value(self, module: Any, name: str, value: Any, prog_bar: bool = False) -> None:
         """`module.log` of a value of this step only (on_step, not reduced over the epoch)."""
         module.log(name, value, on_step=True, on_epoch=False, prog_bar=prog_bar)
-        self._step_keys.add(f"{getattr(module, '_current_fx_name', None)}.{name}")
+        self._step_keys.add(f"{getattr(module, CURRENT_FX_NAME, None)}.{name}")
         self._step_values_live = True
 
     def retire_step_values(self, module: Any) -> None:
@@ -103,7 +110,7 @@ class StageLogs:
         if not self._step_values_live:
             return
         self._step_values_live = False
-        results = getattr(getattr(module, "_trainer", None), "_results", None)
+        results = getattr(getattr(module, TRAINER, None), RESULTS, None)
         if results is None:
             return
         for key in self._step_keys:

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from autotimm.private_apis import COMPILED_CALL_IMPL
 from autotimm.records.results import ModelCost
 
 log = logging.getLogger(__name__)
@@ -149,12 +150,12 @@ def _measuring(model: nn.Module, device: torch.device) -> Iterator[None]:
 def _uncompiled(model: nn.Module) -> Iterator[None]:
     """The module's eager forward while inside: the flop counter sees aten ops, not the
     kernels of an in-place `model.compile()` (which may count nothing)."""
-    compiled = getattr(model, "_compiled_call_impl", None)
-    model._compiled_call_impl = None
+    compiled = getattr(model, COMPILED_CALL_IMPL, None)
+    setattr(model, COMPILED_CALL_IMPL, None)
     try:
         yield
     finally:
-        model._compiled_call_impl = compiled
+        setattr(model, COMPILED_CALL_IMPL, compiled)
 
 
 def _autocast(device: torch.device, dtype: torch.dtype | None) -> Any:

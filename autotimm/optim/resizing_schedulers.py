@@ -23,16 +23,17 @@ How: each scheduler maps the run's step to a position on the schedule it was bui
 from __future__ import annotations
 
 import logging
-from contextlib import nullcontext
 from typing import Any
 
 import torch.optim.lr_scheduler as lr_scheduler
 from timm.scheduler import CosineLRScheduler
 
+from autotimm.private_apis import CLOSED_FORM_LR, LAST_LR, lr_in_step
+
 log = logging.getLogger(__name__)
 
 # torch's marker for "get_lr is called by step()" (private: no marker if it moves)
-_IN_STEP = getattr(lr_scheduler, "_enable_get_lr_call", lambda _: nullcontext())
+_IN_STEP = lr_in_step()
 
 # (run step at the resize, its schedule position, positions per run step, last position)
 Warp = tuple[float, float, float, float]
@@ -141,7 +142,7 @@ class _TorchRunSized(RunSized):
     def _set_lrs(self, lrs: list[float]) -> None:
         for group, lr in zip(self.optimizer.param_groups, lrs, strict=True):
             group["lr"] = lr
-        self._last_lr = list(lrs)
+        setattr(self, LAST_LR, list(lrs))
 
     def _closed_form(self) -> list[float]:
         raise NotImplementedError
@@ -151,7 +152,7 @@ class CosineAnnealingLR(_TorchRunSized, lr_scheduler.CosineAnnealingLR):
     """torch's CosineAnnealingLR, re-sized on resume (see the module doc)."""
 
     def _closed_form(self) -> list[float]:
-        return lr_scheduler.CosineAnnealingLR._get_closed_form_lr(self)
+        return getattr(lr_scheduler.CosineAnnealingLR, CLOSED_FORM_LR)(self)
 
     def _saved_length(self, state: dict[str, Any]) -> Any:
         return state.get("T_max")
@@ -171,14 +172,14 @@ class StepLR(_TorchRunSized, lr_scheduler.StepLR):
     """torch's StepLR, re-sized on resume (see the module doc)."""
 
     def _closed_form(self) -> list[float]:
-        return lr_scheduler.StepLR._get_closed_form_lr(self)
+        return getattr(lr_scheduler.StepLR, CLOSED_FORM_LR)(self)
 
 
 class MultiStepLR(_TorchRunSized, lr_scheduler.MultiStepLR):
     """torch's MultiStepLR, re-sized on resume (see the module doc)."""
 
     def _closed_form(self) -> list[float]:
-        return lr_scheduler.MultiStepLR._get_closed_form_lr(self)
+        return getattr(lr_scheduler.MultiStepLR, CLOSED_FORM_LR)(self)
 
 
 class CosineRestarts(RunSized, CosineLRScheduler):

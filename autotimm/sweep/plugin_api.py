@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import inspect
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from autotimm.private_apis import locate as _locate
+from autotimm.private_apis import signature_problems as _signature_problems
 from autotimm.sweep.engine_checks import SweepSetupError  # light: no optuna
 
 _OPTUNA_IMPL = "hydra_plugins.hydra_optuna_sweeper._impl"
@@ -97,26 +98,9 @@ PLUGIN_SIGNATURES: dict[str, dict[str, tuple[str, ...]]] = {
 }
 
 
-def _locate(target: str) -> Any:
-    module, _, qualname = target.partition(":")
-    found: Any = importlib.import_module(module)
-    for part in qualname.split("."):
-        found = getattr(found, part)
-    return found
-
-
 def signature_problems(signatures: dict[str, tuple[str, ...]] | None = None) -> list[str]:
     """Where an installed package no longer has a function with the parameters relied on."""
-    problems = []
-    for target, expected in (SIGNATURES if signatures is None else signatures).items():
-        try:
-            found = tuple(inspect.signature(_locate(target)).parameters)
-        except (ImportError, AttributeError) as exc:
-            problems.append(f"{target}: missing ({type(exc).__name__}: {exc})")
-            continue
-        if found[: len(expected)] != expected:
-            problems.append(f"{target}: parameters {found}, autotimm relies on {expected}")
-    return problems
+    return _signature_problems(SIGNATURES if signatures is None else signatures)
 
 
 def attribute_problems() -> list[str]:

@@ -14,6 +14,18 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.callbacks import RichProgressBar as _RichProgressBar
 
+from autotimm.private_apis import (
+    BAR_UPDATE,
+    CHECKPOINT_LAST_PATH,
+    CHECKPOINT_LAST_STEP,
+    CHECKPOINT_SAVES_ON_TRAIN_EPOCH_END,
+    LIVE_LOCK,
+    LIVE_REFRESH_THREAD,
+    LOGGER_CONNECTOR,
+    SHOULD_UPDATE_LOGS,
+    lightning_refresh_thread,
+)
+
 
 def _sync(module: L.LightningModule) -> None:
     # only at phase boundaries, never per step
@@ -138,12 +150,17 @@ class RichProgressBar(_RichProgressBar):
         self._count_interval = 1 / refresh_rate if refresh_rate > 0 else 0.0
         self._counted_at = -float("inf")
         self._uncounted: int | None = None  # a count not shown yet (epochs ending early)
+        self._run_trainer: L.Trainer | None = None  # the trainer of `setup` (None before)
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        self._run_trainer = trainer
 
     def reads_metrics(self, batch_idx: int) -> bool:
         """Whether the bar reads the logged metrics after training batch `batch_idx`
         (ImageClassifier logs its step values on those steps). Asked inside the step and
         again at its end, with one answer per batch."""
-        trainer = self._trainer
+        trainer = self._run_trainer
         key = (getattr(trainer, "current_epoch", 0), batch_idx)
         if self._decided is None or self._decided[0] != key:
             now = time.monotonic()
@@ -160,8 +177,8 @@ class RichProgressBar(_RichProgressBar):
     def _on_schedule(self, batch_idx: int) -> bool:
         if self.metrics_every_n_steps is not None:
             return (batch_idx + 1) % self.metrics_every_n_steps == 0
-        connector = getattr(self._trainer, "_logger_connector", None)
-        return bool(getattr(connector, "should_update_logs", False))
+        connector = getattr(self._run_trainer, LOGGER_CONNECTOR, None)
+        return bool(getattr(connector, SHOULD_UPDATE_LOGS, False))
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         super().on_train_epoch_start(trainer, pl_module)
@@ -172,7 +189,7 @@ class RichProgressBar(_RichProgressBar):
         """Bring the training count up to date (an epoch stopped early by max_steps,
         should_stop or an iterable of unknown length; a validation within the epoch)."""
         if self._uncounted is not None:
-            self._update(self.train_progress_bar_id, self._uncounted)
+            getattr(self, BAR_UPDATE)(self.train_progress_bar_id, self._uncounted)
             self._uncounted = None
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
@@ -215,25 +232,24 @@ def _refresh_promptly(live: Any) -> None:
     This one waits on the thread's stop event instead; it redraws the same way (only when
     Lightning asked for a redraw, under the display's lock).
     """
-    from lightning.pytorch.callbacks.progress import rich_progress
-
-    lightning_thread = getattr(rich_progress, "_RefreshThread", None)
-    old = getattr(live, "_refresh_thread", None)
+    lightning_thread = lightning_refresh_thread()
+    old = getattr(live, LIVE_REFRESH_THREAD, None)
     if lightning_thread is None or type(old) is not lightning_thread or not old.is_alive():
         return
 
     class PromptRefreshThread(lightning_thread):
         def run(self) -> None:
+            lock = getattr(self.live, LIVE_LOCK)
             while not self.done.wait(1 / self.refresh_per_second):
                 if self.refresh_cond:
-                    with self.live._lock:
+                    with lock:
                         self.live.refresh()
                     self.refresh_cond = False
 
     new = PromptRefreshThread(live, old.refresh_per_second)
     new.refresh_cond = old.refresh_cond
     old.stop()  # ends after its current sleep; nothing joins it
-    live._refresh_thread = new
+    setattr(live, LIVE_REFRESH_THREAD, new)
     new.start()
 
 
@@ -304,8 +320,8 @@ class LastCheckpoint(ModelCheckpoint):
         found = self._written_at_this_step(trainer) if trainer.is_global_zero else None
         same_state = trainer.strategy.broadcast(found)
         if same_state is not None and self._linked(trainer, same_state, filepath):
-            self._last_global_step_saved = trainer.global_step
-            self._last_checkpoint_saved = filepath
+            setattr(self, CHECKPOINT_LAST_STEP, trainer.global_step)
+            setattr(self, CHECKPOINT_LAST_PATH, filepath)
             if trainer.is_global_zero:
                 for logger in trainer.loggers:
                     logger.after_save_checkpoint(self)
@@ -341,15 +357,15 @@ class LastCheckpoint(ModelCheckpoint):
                 self, trainer
             ):
                 continue  # saved at another point of the step: other loop counters
-            path = getattr(callback, "_last_checkpoint_saved", None)
-            step = getattr(callback, "_last_global_step_saved", None)
+            path = getattr(callback, CHECKPOINT_LAST_PATH, None)
+            step = getattr(callback, CHECKPOINT_LAST_STEP, None)
             if path and step == trainer.global_step and os.path.isfile(path):
                 return path
         return None
 
 
 def _saves_on_train_epoch_end(callback: ModelCheckpoint, trainer: L.Trainer) -> bool | None:
-    decide = getattr(callback, "_should_save_on_train_epoch_end", None)
+    decide = getattr(callback, CHECKPOINT_SAVES_ON_TRAIN_EPOCH_END, None)
     return decide(trainer) if decide is not None else None
 
 
