@@ -34,6 +34,10 @@ log = logging.getLogger(__name__)
 
 # torch's marker for "get_lr is called by step()" (private: no marker if it moves)
 _IN_STEP = lr_in_step()
+# torch's closed-form lr of these schedulers (private), looked up once
+_COSINE_CLOSED_FORM = getattr(lr_scheduler.CosineAnnealingLR, CLOSED_FORM_LR)
+_STEP_CLOSED_FORM = getattr(lr_scheduler.StepLR, CLOSED_FORM_LR)
+_MULTISTEP_CLOSED_FORM = getattr(lr_scheduler.MultiStepLR, CLOSED_FORM_LR)
 
 # (run step at the resize, its schedule position, positions per run step, last position)
 Warp = tuple[float, float, float, float]
@@ -152,7 +156,7 @@ class CosineAnnealingLR(_TorchRunSized, lr_scheduler.CosineAnnealingLR):
     """torch's CosineAnnealingLR, re-sized on resume (see the module doc)."""
 
     def _closed_form(self) -> list[float]:
-        return getattr(lr_scheduler.CosineAnnealingLR, CLOSED_FORM_LR)(self)
+        return _COSINE_CLOSED_FORM(self)
 
     def _saved_length(self, state: dict[str, Any]) -> Any:
         return state.get("T_max")
@@ -172,14 +176,14 @@ class StepLR(_TorchRunSized, lr_scheduler.StepLR):
     """torch's StepLR, re-sized on resume (see the module doc)."""
 
     def _closed_form(self) -> list[float]:
-        return getattr(lr_scheduler.StepLR, CLOSED_FORM_LR)(self)
+        return _STEP_CLOSED_FORM(self)
 
 
 class MultiStepLR(_TorchRunSized, lr_scheduler.MultiStepLR):
     """torch's MultiStepLR, re-sized on resume (see the module doc)."""
 
     def _closed_form(self) -> list[float]:
-        return getattr(lr_scheduler.MultiStepLR, CLOSED_FORM_LR)(self)
+        return _MULTISTEP_CLOSED_FORM(self)
 
 
 class CosineRestarts(RunSized, CosineLRScheduler):
