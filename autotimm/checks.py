@@ -12,8 +12,10 @@ from contextlib import contextmanager
 from numbers import Real
 from typing import Any
 
+from autotimm.user_errors import UserError
 
-class ConfigValueError(ValueError):
+
+class ConfigValueError(UserError):
     """A bad value: which key, the value, and what is wrong (with the accepted values)."""
 
     def __init__(self, key: str, value: Any, problem: str) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from autotimm.checks import ConfigValueError, under
+from autotimm.user_errors import UserError
 from autotimm.utils import to_plain
 
 # the groups whose nodes validate_groups builds, in this order: regularization before
@@ -88,7 +89,7 @@ def _instantiate(node: DictConfig, group: str, optimizer: Any = None) -> Any:
     except TypeError as exc:
         raise _unknown_key(node, group, exc) from exc
     except ValueError as exc:
-        raise ValueError(f"{group}: {exc}") from exc
+        raise UserError(f"{group}: {exc}") from exc
 
 
 def _unknown_key(node: DictConfig, group: str, cause: TypeError) -> ValueError:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from autotimm.sweep.storage import masked
+from autotimm.user_errors import UserError
 
 if TYPE_CHECKING:
     import optuna
@@ -27,7 +28,7 @@ MASK = "***"  # how SQLAlchemy (autotimm.sweep.storage.masked) writes a password
 SQLITE = "sqlite:///"
 
 
-class StudyError(ValueError):
+class StudyError(UserError):
     """The study named on the command line (`--storage`) cannot be opened."""
 
 

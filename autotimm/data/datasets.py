@@ -17,6 +17,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from autotimm.data.files import CorruptImageError, load_image
+from autotimm.user_errors import UserError
 
 
 def targets_of(dataset: Any) -> np.ndarray:
@@ -53,11 +54,9 @@ class ArrayImageDataset(Dataset):
 
     def __init__(self, images: np.ndarray, targets: Sequence[int] | np.ndarray) -> None:
         if images.dtype != np.uint8 or images.ndim not in (3, 4):
-            raise ValueError(
-                f"expected uint8 (N,H,W[,C]) images, got {images.dtype} {images.shape}"
-            )
+            raise UserError(f"expected uint8 (N,H,W[,C]) images, got {images.dtype} {images.shape}")
         if len(images) != len(targets):
-            raise ValueError(f"{len(images)} images but {len(targets)} labels")
+            raise UserError(f"{len(images)} images but {len(targets)} labels")
         self.images = images
         self.targets = np.asarray(targets, dtype=np.int64)
 
@@ -73,7 +72,7 @@ class FileImageDataset(Dataset):
 
     def __init__(self, paths: Sequence[Path], targets: Sequence[int] | np.ndarray) -> None:
         if len(paths) != len(targets):
-            raise ValueError(f"{len(paths)} paths but {len(targets)} labels")
+            raise UserError(f"{len(paths)} paths but {len(targets)} labels")
         self.paths = list(paths)
         self.targets = as_targets(targets)  # class indices, or multi-hot rows
 
@@ -93,7 +92,7 @@ class SyntheticDataset(Dataset):
 
     def __init__(self, size: int, num_classes: int, input_size: Sequence[int], seed: int) -> None:
         if size < 1 or num_classes < 1:
-            raise ValueError(
+            raise UserError(
                 f"synthetic data needs size >= 1 and num_classes >= 1, "
                 f"got size={size}, num_classes={num_classes}"
             )
@@ -179,7 +178,7 @@ class EncodedImageDataset(Dataset):
 
     def __init__(self, paths: Sequence[Path], targets: Sequence[int] | np.ndarray) -> None:
         if len(paths) != len(targets):
-            raise ValueError(f"{len(paths)} paths but {len(targets)} labels")
+            raise UserError(f"{len(paths)} paths but {len(targets)} labels")
         self.paths = [str(p) for p in paths]
         self.targets = as_targets(targets)
 

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from timm.data.random_erasing import RandomErasing
 
 from autotimm.data.files import CorruptImageError
+from autotimm.user_errors import UserError
 
 # nvjpeg reads baseline and progressive JPEGs; anything else decodes on the CPU
 _JPEG_MAGIC = b"\xff\xd8\xff"
@@ -289,7 +290,7 @@ class DeviceTransform:
         }
         if is_training and augment is not None:
             if augment.auto_augment:
-                raise ValueError(
+                raise UserError(
                     f"auto_augment={augment.auto_augment!r} has no device implementation; "
                     "use data.decode=cpu with auto_augment (or drop auto_augment)"
                 )
@@ -307,7 +308,7 @@ class DeviceTransform:
 
     def __post_init__(self) -> None:
         if self.interpolation not in (*_INTERPOLATIONS, "random"):
-            raise ValueError(
+            raise UserError(
                 f"interpolation {self.interpolation!r} has no device implementation; "
                 f"accepted: {sorted(_INTERPOLATIONS)} or 'random'"
             )

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from autotimm.user_errors import UserError
+
 # IDX type code 0x08 is unsigned byte, the only one (Fashion-)MNIST uses
 _UBYTE = 0x08
 
@@ -21,15 +23,15 @@ def read_idx(path: str | Path) -> np.ndarray:
     with opener(path, "rb") as f:
         data = f.read()
     if len(data) < 4 or data[0] != 0 or data[1] != 0:
-        raise ValueError(f"{path} is not an IDX file (bad magic number)")
+        raise UserError(f"{path} is not an IDX file (bad magic number)")
     type_code, ndim = data[2], data[3]
     if type_code != _UBYTE:
-        raise ValueError(f"{path}: IDX type code {type_code:#04x} is not supported (only 0x08)")
+        raise UserError(f"{path}: IDX type code {type_code:#04x} is not supported (only 0x08)")
     header = 4 + 4 * ndim
     dims = struct.unpack(f">{ndim}I", data[4:header])
     values = np.frombuffer(data, dtype=np.uint8, offset=header)
     if values.size != math.prod(dims):
-        raise ValueError(
+        raise UserError(
             f"{path}: header declares shape {dims} ({math.prod(dims)} values) "
             f"but the file holds {values.size} (truncated?)"
         )

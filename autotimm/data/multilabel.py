@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from autotimm.checks import ConfigValueError
+from autotimm.user_errors import UserError
 
 # the sources whose items can carry several labels
 MULTI_LABEL_SOURCES = ("csv",)
@@ -89,7 +90,7 @@ def label_sets_from_columns(frame: Any, columns: Sequence[str], where: str) -> l
     """The labels of each row of `frame` whose 0/1 `columns` are 1 (other values refused)."""
     missing = [c for c in columns if c not in frame.columns]
     if missing:
-        raise ValueError(
+        raise UserError(
             f"{where} has no column(s) {missing} named in data.label_columns "
             f"(columns: {list(frame.columns)})"
         )
@@ -98,7 +99,7 @@ def label_sets_from_columns(frame: Any, columns: Sequence[str], where: str) -> l
         for row, value in enumerate(frame[column]):
             flag = BINARY_VALUES.get(str(value).strip())
             if flag is None:
-                raise ValueError(
+                raise UserError(
                     f"{where}: column {column!r} row {row + 1} holds {value!r}; "
                     "label columns hold 0 or 1"
                 )

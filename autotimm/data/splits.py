@@ -6,6 +6,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from autotimm.user_errors import UserError
+
 
 def _count(n: int, fraction: float) -> int:
     """Items a fraction asks for; at least one when the fraction is positive and n allows it."""
@@ -20,7 +22,7 @@ def strata(labels: Sequence[int] | np.ndarray) -> np.ndarray:
     multi-hot rows (multi-label targets, shape (n, labels)) by the row's label pattern."""
     labels = np.asarray(labels)
     if labels.ndim not in (1, 2):
-        raise ValueError(f"labels must be 1-D (classes) or 2-D (multi-hot), got {labels.shape}")
+        raise UserError(f"labels must be 1-D (classes) or 2-D (multi-hot), got {labels.shape}")
     if len(labels) == 0:
         return np.zeros(0, dtype=np.int64)
     return np.unique(labels, axis=0, return_inverse=True)[1].reshape(-1)
@@ -40,7 +42,7 @@ def stratified_split(
     labels = strata(labels)
     n = len(labels)
     if any(f < 0 for f in fractions) or sum(fractions) >= 1:
-        raise ValueError(f"split fractions must be >= 0 and sum to < 1, got {list(fractions)}")
+        raise UserError(f"split fractions must be >= 0 and sum to < 1, got {list(fractions)}")
     rng = np.random.default_rng(seed)
     keys = np.empty(n, dtype=np.float64)
     for cls in np.unique(labels):
@@ -66,6 +68,6 @@ def limit_indices(labels: Sequence[int] | np.ndarray, limit: int | None, seed: i
     if limit is None or limit >= n:
         return np.arange(n)
     if limit < 1:
-        raise ValueError(f"limit must be a positive number of images per split, got {limit}")
+        raise UserError(f"limit must be a positive number of images per split, got {limit}")
     # the first part of a stratified split is exactly a stratified sample of that size
     return stratified_split(labels, [limit / n], seed)[0][:limit]

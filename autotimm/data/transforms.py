@@ -22,6 +22,8 @@ from timm.data import resolve_data_config as timm_resolve_data_config
 from timm.data.random_erasing import RandomErasing
 from torch.utils.data import default_collate
 
+from autotimm.user_errors import UserError
+
 log = logging.getLogger(__name__)
 
 DEFAULT_IMAGE_SIZE = 224
@@ -54,7 +56,7 @@ def _as_hw(image_size: int | Sequence[int]) -> tuple[int, int]:
         return image_size, image_size
     size = tuple(int(s) for s in image_size)
     if len(size) != 2:
-        raise ValueError(f"image_size must be an int or [height, width], got {image_size!r}")
+        raise UserError(f"image_size must be an int or [height, width], got {image_size!r}")
     return size  # type: ignore[return-value]
 
 
@@ -149,7 +151,7 @@ def _pair(value: Sequence[float] | None, name: str) -> tuple[float, float] | Non
         return None
     pair = tuple(float(v) for v in value)
     if len(pair) != 2 or pair[0] > pair[1]:
-        raise ValueError(f"{name} must be [low, high] with low <= high, got {list(value)!r}")
+        raise UserError(f"{name} must be [low, high] with low <= high, got {list(value)!r}")
     return pair  # type: ignore[return-value]
 
 

@@ -12,6 +12,7 @@ import timm
 import torch.nn as nn
 
 from autotimm.checks import ConfigValueError, check_fraction, close_matches
+from autotimm.user_errors import UserError
 from autotimm.utils import to_plain
 
 
@@ -71,12 +72,12 @@ def as_backbone_config(backbone: str | BackboneConfig | dict[str, Any]) -> Backb
         fields = {k: v for k, v in backbone.items() if k != "_target_"}
         unknown = sorted(set(fields) - set(BackboneConfig.__dataclass_fields__))
         if unknown or "model_name" not in fields:
-            raise ValueError(
+            raise UserError(
                 f"Bad backbone config {backbone!r}: unknown keys {unknown}; accepted keys: "
                 f"{list(BackboneConfig.__dataclass_fields__)} (model_name required)"
             )
         return BackboneConfig(**fields)
-    raise ValueError(
+    raise UserError(
         f"backbone must be a timm model name, a BackboneConfig or a dict, got {backbone!r}"
     )
 
@@ -172,7 +173,7 @@ def _load_backbone_state(
         model.load_state_dict(state)
     except RuntimeError as exc:  # another architecture (or in_chans) than the checkpoint's
         first = (str(exc).splitlines()[1:2] or [str(exc)[:200]])[0].strip()
-        raise ValueError(
+        raise UserError(
             f"backbone.checkpoint_path {str(path)!r}: its backbone weights do not fit "
             f"{config.model_name!r} ({first}); use the backbone the checkpoint was trained with"
         ) from exc

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from autotimm.user_errors import UserError
+
 
 class ClassificationHead(nn.Module):
     """Maps pooled backbone features to class logits.
@@ -15,7 +17,7 @@ class ClassificationHead(nn.Module):
     def __init__(self, in_features: int, num_classes: int, dropout: float = 0.0) -> None:
         super().__init__()
         if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"head dropout must be in [0, 1), got {dropout!r}")
+            raise UserError(f"head dropout must be in [0, 1), got {dropout!r}")
         self.dropout = nn.Dropout(dropout) if dropout > 0 else None
         self.fc = nn.Linear(in_features, num_classes)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from autotimm.user_errors import UserError
+
 
 @dataclass
 class LoggingConfig:
@@ -34,9 +36,9 @@ class LoggingConfig:
         if isinstance(value, dict):
             unknown = set(value) - set(cls.__dataclass_fields__) - {"_target_"}
             if unknown:
-                raise ValueError(
+                raise UserError(
                     f"Unknown LoggingConfig option(s) {sorted(unknown)}; "
                     f"accepted: {sorted(cls.__dataclass_fields__)}"
                 )
             return cls(**{k: v for k, v in value.items() if k != "_target_"})
-        raise ValueError(f"logging_config must be a LoggingConfig or dict, got {value!r}")
+        raise UserError(f"logging_config must be a LoggingConfig or dict, got {value!r}")

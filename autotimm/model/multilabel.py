@@ -17,6 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from autotimm.checks import ConfigValueError
+from autotimm.user_errors import UserError
 
 
 def check_multi_label_model(
@@ -68,7 +69,7 @@ class MultiLabelLoss(nn.Module):
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if target.shape != logits.shape:
-            raise ValueError(
+            raise UserError(
                 f"multi-label targets must be multi-hot {tuple(logits.shape)}, got "
                 f"{tuple(target.shape)}: is the data multi-label (data.multi_label=true)?"
             )

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from autotimm.user_errors import UserError
 from autotimm.utils import import_object, to_plain
 
 # The names the spec documents (one conf/optimizer file each); timm's registry accepts
@@ -183,16 +184,16 @@ def create_scheduler(
     warmup_epochs = int(kwargs.pop("warmup_epochs", 0) or 0)
     interval = kwargs.pop("interval", None)
     if interval not in (None, "step", "epoch"):
-        raise ValueError(f"interval={interval!r}: accepted: ['step', 'epoch']")
+        raise UserError(f"interval={interval!r}: accepted: ['step', 'epoch']")
     if isinstance(scheduler, dict):
         return _custom(scheduler, optimizer, kwargs, warmup_epochs, interval)
     name = (scheduler or "none").lower()
     if warmup_epochs and name in _NO_WARMUP:
         usable = [s for s in SCHEDULERS if s not in _NO_WARMUP]
-        raise ValueError(f"warmup_epochs does not work with {name!r}; use it with {usable}")
+        raise UserError(f"warmup_epochs does not work with {name!r}; use it with {usable}")
     if name == "none":
         if kwargs:
-            raise ValueError(f"scheduler 'none' takes no scheduler_kwargs, got {sorted(kwargs)}")
+            raise UserError(f"scheduler 'none' takes no scheduler_kwargs, got {sorted(kwargs)}")
         if not warmup_epochs:
             return None
         return _torch(_CONSTANT, optimizer, length, {}, warmup_epochs, interval)
@@ -300,7 +301,7 @@ def _custom(
     interval: str | None,
 ) -> dict[str, Any]:
     if warmup_epochs:
-        raise ValueError(
+        raise UserError(
             "warmup_epochs works with the named schedulers only; for a custom "
             f"{spec.get('class')!r} build the warm-up into it (e.g. SequentialLR)"
         )

@@ -9,6 +9,7 @@ from typing import Any
 from torch.optim.lr_scheduler import LRScheduler
 
 from autotimm.optim.factory import TrainingLength
+from autotimm.user_errors import UserError
 
 
 def training_length(trainer: Any, scheduler: Any) -> TrainingLength:
@@ -20,7 +21,7 @@ def training_length(trainer: Any, scheduler: Any) -> TrainingLength:
         )
     estimated = trainer.estimated_stepping_batches
     if not math.isfinite(estimated):
-        raise ValueError(
+        raise UserError(
             f"Scheduler {scheduler!r} needs a finite run length: set trainer "
             "max_epochs or max_steps (or use scheduler='none')."
         )

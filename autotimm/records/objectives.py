@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from autotimm.user_errors import UserError
+
 MODES = ("max", "min")
 
 
@@ -38,22 +40,22 @@ def objective_specs(metric: Any, mode: Any) -> list[ObjectiveSpec]:
     """The objectives, checked: one mode per metric, each `max` or `min`."""
     names, modes = _as_list(metric), _as_list(mode)
     if not names or not all(isinstance(n, str) and n for n in names):
-        raise ValueError(
+        raise UserError(
             f"optimized_metric={metric}: give a metric name or a list of them "
             "(e.g. val/accuracy or [val/accuracy,model/latency_ms])"
         )
     if len(modes) == 1 and len(names) > 1:
         modes = modes * len(names)
     if len(modes) != len(names):
-        raise ValueError(
+        raise UserError(
             f"optimized_mode={mode} has {len(modes)} entries for optimized_metric={metric} "
             f"({len(names)}); give one mode per metric, each one of {list(MODES)}"
         )
     bad = [m for m in modes if m not in MODES]
     if bad:
-        raise ValueError(f"optimized_mode={mode}: {bad} not accepted; accepted: {list(MODES)}")
+        raise UserError(f"optimized_mode={mode}: {bad} not accepted; accepted: {list(MODES)}")
     if len(set(names)) != len(names):
-        raise ValueError(f"optimized_metric={metric} names a metric twice")
+        raise UserError(f"optimized_metric={metric} names a metric twice")
     return [ObjectiveSpec(n, m) for n, m in zip(names, modes, strict=True)]
 
 

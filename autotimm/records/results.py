@@ -21,13 +21,15 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
+from autotimm.user_errors import UserError
+
 RESULTS_FILE = "results.json"
 
 Status = Literal["completed", "failed", "interrupted", "pruned"]
 STATUSES: tuple[str, ...] = ("completed", "failed", "interrupted", "pruned")
 
 
-class RecordError(ValueError):
+class RecordError(UserError):
     """A results.json that cannot be read as a run record."""
 
 

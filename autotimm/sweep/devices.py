@@ -66,6 +66,7 @@ __all__ = [
 ]
 
 from autotimm.sweep.launchers import IN_PROCESS, JOBLIB, REMOTE, launcher_kind
+from autotimm.user_errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -165,16 +166,16 @@ def _gpu_pool(wanted: list[str] | None, available: list[str]) -> list[str]:
     if wanted is None:
         return available
     if len(set(wanted)) != len(wanted):
-        raise ValueError(f"sweep.gpus={wanted} lists a GPU twice")
+        raise UserError(f"sweep.gpus={wanted} lists a GPU twice")
     unknown = [g for g in wanted if g not in available]
     if unknown and not available:
-        raise ValueError(
+        raise UserError(
             f"sweep.gpus={wanted}, but no GPU is visible on this machine "
             "(CUDA_VISIBLE_DEVICES / nvidia-smi). Leave sweep.gpus unset to run on the "
             f"CPU, or set {ENV_SIMULATE}=N to simulate N GPUs."
         )
     if unknown:
-        raise ValueError(
+        raise UserError(
             f"sweep.gpus={wanted} names {unknown}, which this machine does not show; "
             f"visible GPUs: {available}"
         )
@@ -185,14 +186,14 @@ def _trials_at_once(pool: list[str], n_jobs: int | None, cpu_workers: int) -> in
     if pool:
         jobs = len(pool) if n_jobs is None else int(n_jobs)
         if jobs > len(pool):
-            raise ValueError(
+            raise UserError(
                 f"sweep.n_jobs={jobs}, but the sweep has {len(pool)} GPU(s) ({', '.join(pool)}): "
                 f"trials never share a GPU, so at most {len(pool)} run at once"
             )
     else:
         jobs = int(n_jobs) if n_jobs is not None else int(cpu_workers)
     if jobs < 1:
-        raise ValueError(f"a sweep needs at least one trial at a time, got n_jobs={jobs}")
+        raise UserError(f"a sweep needs at least one trial at a time, got n_jobs={jobs}")
     return jobs
 
 

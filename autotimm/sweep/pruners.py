@@ -21,6 +21,8 @@ from typing import Any
 
 import optuna
 
+from autotimm.user_errors import UserError
+
 
 def bracket_key(study_name: str, number: int) -> int:
     """The trial's bracket key: the same in every process (Optuna hashes the same string)."""
@@ -66,7 +68,7 @@ class BestSoFarPruner(optuna.pruners.BasePruner):
             optuna.pruners.PercentilePruner,  # MedianPruner is one
         )
         if not isinstance(wrapped_pruner, comparing):
-            raise ValueError(
+            raise UserError(
                 f"wrapped_pruner={type(wrapped_pruner).__name__}: best_so_far wraps a pruner "
                 "that compares trials; accepted: optuna.pruners.SuccessiveHalvingPruner, "
                 "HyperbandPruner (or autotimm.sweep.pruners.HyperbandPruner), MedianPruner, "

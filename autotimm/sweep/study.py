@@ -72,6 +72,7 @@ from autotimm.sweep.trials import (
     was_pruned,
     within_n_trials,
 )
+from autotimm.user_errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +94,7 @@ class StudySweeper:
         pruner: Any = None,
     ) -> None:
         if not 0.0 <= float(max_failure_rate) <= 1.0:
-            raise ValueError(
+            raise UserError(
                 f"hydra.sweeper.max_failure_rate={max_failure_rate} not accepted: the fraction "
                 "of finished trials that may fail, from 0.0 (stop at the first) to 1.0 (never stop)"
             )
@@ -197,7 +198,7 @@ class StudySweeper:
         """Create or load the study; recover its interrupted trials; log where it stands."""
         directions = self.search.directions()
         if len(directions) != len(self.objective_names):
-            raise ValueError(
+            raise UserError(
                 f"hydra.sweeper.direction={directions} does not match optimized_metric="
                 f"{self.objective_names}; leave the direction to follow optimized_mode"
             )
@@ -216,7 +217,7 @@ class StudySweeper:
         )
         stored = [d.name.lower() for d in study.directions]
         if stored != [d.lower() for d in directions]:
-            raise ValueError(
+            raise UserError(
                 f"study {study.study_name!r} in {masked(self.storage)} optimises {stored}, "
                 f"this sweep asks for {directions}; use another sweep.name for a new study"
             )

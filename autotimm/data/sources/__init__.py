@@ -20,6 +20,7 @@ from autotimm.data.sources.builtin import (
     load_synthetic,
 )
 from autotimm.data.sources.user_files import label_mapping, load_csv, load_image_folder
+from autotimm.user_errors import UserError
 
 SOURCES: dict[str, Callable[[SourceOptions], SourceSplits]] = {
     "digits": load_digits,
@@ -42,7 +43,7 @@ def get_source(name: str) -> Callable[[SourceOptions], SourceSplits]:
     try:
         return SOURCES[name]
     except KeyError:
-        raise ValueError(
+        raise UserError(
             f"unknown data source {name!r}; accepted sources: {', '.join(list_sources())}"
         ) from None
 

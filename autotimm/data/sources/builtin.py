@@ -15,6 +15,7 @@ from autotimm.data.sources.base import (
     carve,
     train_val_test,
 )
+from autotimm.user_errors import UserError
 
 FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"
 FASHION_MNIST_CLASSES = [
@@ -92,7 +93,7 @@ def load_fashion_mnist(opts: SourceOptions) -> SourceSplits:
     for split in ("train", "test"):
         images, labels = arrays[f"{split}_x"], arrays[f"{split}_y"]
         if images.ndim != 3 or len(images) != len(labels):
-            raise ValueError(
+            raise UserError(
                 f"Fashion-MNIST {split} files disagree: "
                 f"images {images.shape}, labels {labels.shape}"
             )

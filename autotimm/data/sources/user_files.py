@@ -12,6 +12,7 @@ from torch.utils.data import Dataset
 from autotimm.data.datasets import FileImageDataset
 from autotimm.data.files import IMAGE_EXTENSIONS, check_images, class_folders, scan_class_folders
 from autotimm.data.sources.base import SourceOptions, SourceSplits, carve, train_val_test
+from autotimm.user_errors import UserError
 
 SPLIT_ALIASES = {"train": ("train",), "val": ("val", "valid", "validation"), "test": ("test",)}
 
@@ -19,7 +20,7 @@ SPLIT_ALIASES = {"train": ("train",), "val": ("val", "valid", "validation"), "te
 def _require_dir(root: str | None, source: str) -> Path:
     """``root`` as an existing directory, or an error that names the path."""
     if not root:
-        raise ValueError(f"source {source!r} needs data.root (a folder), got none")
+        raise UserError(f"source {source!r} needs data.root (a folder), got none")
     path = Path(root).expanduser()
     if not path.is_dir():
         raise FileNotFoundError(f"data root {path} for source {source!r} does not exist")
@@ -71,7 +72,7 @@ def load_image_folder(opts: SourceOptions) -> SourceSplits:
     folders = [d for d in split_dirs.values() if d is not None] or [root]
     class_names = sorted({name for folder in folders for name in class_folders(folder)})
     if not class_names:
-        raise ValueError(
+        raise UserError(
             f"no class folders in {root}: expected {root}/<class>/<image> or "
             f"{root}/train/<class>/<image>"
         )
@@ -82,7 +83,7 @@ def load_image_folder(opts: SourceOptions) -> SourceSplits:
     }
     if not scanned["train"][0]:
         where = split_dirs["train"] or root
-        raise ValueError(
+        raise UserError(
             f"no images ({', '.join(IMAGE_EXTENSIONS)}) found in the class folders of {where}"
         )
     if split_dirs["train"] is None:
@@ -136,7 +137,7 @@ def _read_csv(path: Path, opts: SourceOptions):  # -> pandas.DataFrame
     columns = [opts.path_column] + ([] if opts.label_columns else [opts.label_column])
     for column in columns:
         if column not in frame.columns:
-            raise ValueError(
+            raise UserError(
                 f"{path} has no column {column!r} (columns: {list(frame.columns)}); "
                 "set data.path_column / data.label_column"
             )
@@ -144,7 +145,7 @@ def _read_csv(path: Path, opts: SourceOptions):  # -> pandas.DataFrame
     if not opts.multi_label:  # a multi-label image may have none of the labels
         blank |= frame[opts.label_column].str.strip() == ""
     if blank.any():
-        raise ValueError(
+        raise UserError(
             f"{path}: empty path or label in data row(s) {list(frame.index[blank] + 1)[:10]}"
         )
     return frame
@@ -156,7 +157,7 @@ def _csv_split_of(value: str, path: Path) -> str:
     for split, aliases in SPLIT_ALIASES.items():
         if value in aliases:
             return split
-    raise ValueError(
+    raise UserError(
         f"{path}: unknown split {value!r} (accepted: train, val/valid/validation, test)"
     )
 
@@ -174,7 +175,7 @@ def _csv_frames(opts: SourceOptions) -> dict[str, tuple[Any, Path]]:
                 s: (frame[split_of == s], csv_path) for s in SPLIT_ALIASES if (split_of == s).any()
             }
             if "train" not in frames:
-                raise ValueError(f"{csv_path}: no rows with {opts.split_column}=train")
+                raise UserError(f"{csv_path}: no rows with {opts.split_column}=train")
         else:
             frames = {"pool": (frame, csv_path)}
     else:
@@ -219,7 +220,7 @@ def _csv_labels(frames: dict[str, tuple[Any, Path]], opts: SourceOptions):
     names, to_index = label_mapping(every)
     if not names:
         where = [str(path) for _, path in frames.values()]
-        raise ValueError(f"no labels in {where} (column {opts.label_column!r})")
+        raise UserError(f"no labels in {where} (column {opts.label_column!r})")
     return names, {key: multi_hot(s, to_index, len(names)) for key, s in sets.items()}
 
 
@@ -253,5 +254,5 @@ def load_csv(opts: SourceOptions) -> SourceSplits:
         train, val, test = _with_carved_splits(given, opts)
     if len(train) == 0:
         train_csv = frames["pool" if "pool" in frames else "train"][1]
-        raise ValueError(f"no usable training images listed in {train_csv}")
+        raise UserError(f"no usable training images listed in {train_csv}")
     return SourceSplits(train, val, test, class_names)
