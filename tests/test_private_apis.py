@@ -266,8 +266,6 @@ PRIVATE = re.compile(
 )
 # sites their owners move to the fence in the rewrites under way (drop each entry then)
 NOT_YET_SWITCHED = {
-    "autotimm/model/classifier.py": {"_trainer", "_current_fx_name", "_foreach_norm"},
-    "autotimm/metrics/manager.py": {"_modules"},
     "autotimm/app/loggers.py": {"_check_log_dir_exists", "_fs", "_experiment", "_wandb_init"},
 }
 

@@ -26,6 +26,7 @@ from autotimm.metrics.inputs import (
     reads_only_argmax,
 )
 from autotimm.metrics.kept import KeptBatches
+from autotimm.private_apis import MODULE_CHILDREN
 from autotimm.utils import to_plain
 
 log = logging.getLogger(__name__)
@@ -224,7 +225,8 @@ class MetricManager(nn.Module):
 
     def get(self, stage: str) -> nn.ModuleDict:
         """The metrics of `stage` as they are (kept batches not fed: see `read`)."""
-        return self._modules[f"{stage}_metrics"]  # type: ignore[return-value]
+        # straight from nn.Module's registry: no __getattr__ (which would flush kept batches)
+        return getattr(self, MODULE_CHILDREN)[f"{stage}_metrics"]  # type: ignore[no-any-return]
 
     def read(self, stage: str) -> nn.ModuleDict:
         """The metrics of `stage` with every kept batch fed: what users read mid-epoch

@@ -26,6 +26,7 @@ from autotimm.model.regularization import BatchMixer, RegularizationConfig
 from autotimm.optim.config import OptimizerConfig, SchedulerConfig
 from autotimm.optim.factory import create_optimizer, create_scheduler
 from autotimm.optim.scheduling import step_scheduler, training_length
+from autotimm.private_apis import CURRENT_FX_NAME, TRAINER, foreach_norm
 
 
 class ImageClassifier(L.LightningModule):
@@ -131,7 +132,7 @@ class ImageClassifier(L.LightningModule):
     # Lightning sets `_current_fx_name` around every hook (about 45 times a training step)
     # and the step sets `_log_step`: plain values, which nn.Module.__setattr__ checks
     # against its parameters, buffers and submodules first (about 1 us apiece).
-    _PLAIN_ATTRIBUTES = frozenset({"_current_fx_name", "_log_step"})
+    _PLAIN_ATTRIBUTES = frozenset({CURRENT_FX_NAME, "_log_step"})
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name in ImageClassifier._PLAIN_ATTRIBUTES:
@@ -170,11 +171,12 @@ class ImageClassifier(L.LightningModule):
         else:
             logits = self(images)
             loss = self.criterion(logits, target)
-        self._log_step = log_step = is_logging_step(self._trainer, batch_idx)
+        trainer = getattr(self, TRAINER)  # the attached Trainer, without the property's checks
+        self._log_step = log_step = is_logging_step(trainer, batch_idx)
         # train metrics compare against the original hard labels
         self.stage_logs.step(self, "train", logits, target, loss, log_step)
         if log_step and self.logging_config.log_learning_rate:
-            lr = self._trainer.optimizers[0].param_groups[0]["lr"]
+            lr = trainer.optimizers[0].param_groups[0]["lr"]
             self.stage_logs.log_step_value(self, "train/lr", float(lr))
         if log_step and self.logging_config.log_weight_norm:
             norm = _global_norm(self._trainable())
@@ -291,7 +293,7 @@ class ImageClassifier(L.LightningModule):
         scheduler = create_scheduler(
             self.hparams.scheduler,
             optimizer,
-            training_length(self._trainer, scheduler_name) if named else None,
+            training_length(getattr(self, TRAINER), scheduler_name) if named else None,
             self.hparams.scheduler_kwargs,
         )
         if scheduler is None:
@@ -300,7 +302,7 @@ class ImageClassifier(L.LightningModule):
 
     def _fused_allowed(self) -> bool:
         """Fused optimizers unscale inside step(): no gradient clipping, no fp16 GradScaler."""
-        trainer = self._trainer
+        trainer = getattr(self, TRAINER)
         if trainer is None:
             return False
         return not trainer.gradient_clip_val and not str(trainer.precision).startswith("16")
@@ -351,5 +353,5 @@ def _global_norm(tensors: list[torch.Tensor]) -> torch.Tensor:
     get_total_norm = getattr(torch.nn.utils, "get_total_norm", None)
     if get_total_norm is not None:  # torch >= 2.6
         return get_total_norm(tensors, norm_type=2.0)
-    norms = torch._foreach_norm(tensors)
+    norms = foreach_norm(tensors)
     return torch.linalg.vector_norm(torch.stack([n.float() for n in norms]))

@@ -13,11 +13,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from autotimm.sweep import plugin_api
+
 if TYPE_CHECKING:  # pragma: no cover
     from autotimm.sweep.devices import DevicePlan
     from autotimm.sweep.runners import Runner
 
-BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher:BasicLauncher"
+# Hydra's basic launcher's private module path is plugin_api's to spell
+BASIC_LAUNCHER = plugin_api.BASIC_LAUNCHER
 JOBLIB_LAUNCHER = "hydra_plugins.hydra_joblib_launcher.joblib_launcher:JoblibLauncher"
 SUBMITIT_LAUNCHER = "hydra_plugins.hydra_submitit_launcher.submitit_launcher:BaseSubmititLauncher"
 SUBMITIT_LOCAL_LAUNCHER = "hydra_plugins.hydra_submitit_launcher.submitit_launcher:LocalLauncher"

@@ -155,6 +155,10 @@ def basic_sweeper_class() -> type:
     return _locate(f"{_BASIC_SWEEPER}:BasicSweeper")
 
 
+# Hydra's basic launcher as `module:Name` (autotimm.sweep.launchers recognises launchers by it)
+BASIC_LAUNCHER = f"{_BASIC_LAUNCHER}:BasicLauncher"
+
+
 def file_config_source_class() -> type:
     """Hydra's `file://` config source, which the `sweeps/` folder's source extends."""
     return _locate(f"{_FILE_SOURCE}:FileConfigSource")
