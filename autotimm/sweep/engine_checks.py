@@ -109,20 +109,20 @@ def slurm_request(params: dict[str, Any]) -> str:
     )
 
 
-def check_slurm_request(executor: Any, params: dict[str, Any]) -> None:
-    """`sbatch --test-only` with the trials' job script: SLURM refuses an impossible
-    request (no such partition, more CPUs, memory or GPUs than any node has) here, before
-    the sweep asks its study for a trial, instead of a job that pends forever."""
+def check_slurm_request(job_script: str, params: dict[str, Any]) -> None:
+    """`sbatch --test-only` with the trials' job script (as submitit writes it): SLURM
+    refuses an impossible request (no such partition, more CPUs, memory or GPUs than any
+    node has) here, before the sweep asks its study for a trial, instead of a job that
+    pends forever."""
     sbatch = shutil.which("sbatch")
     if sbatch is None:
         raise SweepSetupError(
             "hydra/launcher=slurm_gpu submits each trial with sbatch, which is not on this "
             "machine's PATH: run the sweep on the cluster's login node"
         )
-    slurm = executor._executor  # submitit's SlurmExecutor, as the launcher configured it
     with tempfile.TemporaryDirectory() as folder:
         script = Path(folder) / "check.sh"
-        script.write_text(slurm._make_submission_file_text("true", "check"))
+        script.write_text(job_script)
         done = subprocess.run(
             [sbatch, "--test-only", str(script)], capture_output=True, text=True, timeout=60
         )

@@ -93,6 +93,12 @@ PLUGIN_SIGNATURES: dict[str, dict[str, tuple[str, ...]]] = {
     _SUBMITIT: {
         f"{_SUBMITIT_LAUNCHER}.__call__": ("self", *_SUBMITIT_JOB),
         f"{_SUBMITIT_LAUNCHER}.checkpoint": ("self", "args", "kwargs"),
+        # the job script of `sbatch --test-only` (autotimm.sweep.engine_checks)
+        "submitit.slurm.slurm:SlurmExecutor._make_submission_file_text": (
+            "self",
+            "command",
+            "uid",
+        ),
     },
     _RAY: {f"{_RAY_UTIL}:start_ray": ("init_cfg",), f"{_RAY_UTIL}:launch_job_on_ray": _RAY_JOB},
 }
@@ -331,6 +337,12 @@ class SubmititJobs:
         if sweep.get("mode") is not None:  # the sweeper made the folder
             os.chmod(str(sweep.dir), mode=int(str(sweep.mode), 8))
         return executor
+
+    @staticmethod
+    def slurm_job_script(executor: Any, command: str = "true") -> str:
+        """The sbatch script submitit would submit for `command` with this executor's
+        parameters (its SlurmExecutor's private `_make_submission_file_text`)."""
+        return executor._executor._make_submission_file_text(command, "check")
 
     def call(self, idx: int, overrides: Sequence[str]) -> tuple[Callable[..., Any], tuple]:
         """The callable and arguments of job `idx` (what `launch` maps over its job array)."""

@@ -33,7 +33,8 @@ class SubmititRunner(EngineRunner):
         self._jobs = plugin_api.SubmititJobs(launcher)
         self._executor = self._jobs.executor()  # a bad launcher key fails here, not per trial
         if self._jobs.cluster == "slurm":  # an impossible request fails here, not pending
-            check_slurm_request(self._executor, dict(launcher.params))
+            script = self._jobs.slurm_job_script(self._executor)
+            check_slurm_request(script, dict(launcher.params))
 
     def _start(self, number: int, overrides: list[str]) -> Any:
         function, args = self._jobs.call(number, overrides)
