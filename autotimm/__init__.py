@@ -17,7 +17,7 @@ _EXPORTS: dict[str, str] = {
     "BackboneConfig": "autotimm.model.backbone",
     "list_backbones": "autotimm.model.backbone",
     "ClassificationHead": "autotimm.model.heads",
-    "MetricConfig": "autotimm.metrics.manager",
+    "MetricConfig": "autotimm.metrics.config",
     "MetricManager": "autotimm.metrics.manager",
     "LoggingConfig": "autotimm.model.logging_config",
     "OptimizerConfig": "autotimm.optim.config",
@@ -43,7 +43,8 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
-    from autotimm.metrics.manager import MetricConfig, MetricManager
+    from autotimm.metrics.config import MetricConfig
+    from autotimm.metrics.manager import MetricManager
     from autotimm.model.backbone import BackboneConfig, list_backbones
     from autotimm.model.classifier import ImageClassifier
     from autotimm.model.heads import ClassificationHead
