@@ -152,3 +152,42 @@ def test_the_checker_sees_an_upward_import(tmp_path):
     found = imports_of("autotimm.model.classifier", source, known)
     assert found == {"autotimm.sweep", "autotimm.sweep.devices", "autotimm.model.heads"}
     assert layer_of("autotimm.sweep.devices") > layer_of("autotimm.model.heads")
+
+
+PUBLIC_PATHS = [
+    ("autotimm", "ImageClassifier"),
+    ("autotimm", "MetricConfig"),
+    ("autotimm", "MetricManager"),
+    ("autotimm", "BackboneConfig"),
+    ("autotimm", "LoggingConfig"),
+    ("autotimm", "ClassificationHead"),
+    ("autotimm", "OptimizerConfig"),
+    ("autotimm", "SchedulerConfig"),
+    ("autotimm", "RegularizationConfig"),
+    ("autotimm", "list_backbones"),
+    ("autotimm", "list_optimizers"),
+    ("autotimm", "list_schedulers"),
+    ("autotimm.metrics", "MetricConfig"),
+    ("autotimm.metrics", "MetricManager"),
+    ("autotimm.data", "ImageDataModule"),
+    ("autotimm.data", "list_sources"),
+    ("autotimm.optim", "OptimizerConfig"),
+    ("autotimm.compare", "compare"),
+    ("autotimm.predict", "main"),
+    ("autotimm.export", "main"),
+]
+
+
+def test_public_import_paths_keep_working():
+    """The paths users and the README rely on, whatever folder their code moved to."""
+    import importlib
+
+    missing = [
+        f"{module}.{name}"
+        for module, name in PUBLIC_PATHS
+        if not hasattr(importlib.import_module(module), name)
+    ]
+    assert missing == []
+    for command in ("predict", "export", "compare"):
+        assert importlib.util.find_spec(f"autotimm.{command}") is not None
+    assert importlib.util.find_spec("autotimm.compare.__main__") is not None
