@@ -35,6 +35,10 @@ EXPECTED = {
         "tiny_total_s", "tiny_over_baseline_s", "tiny_over_baseline_cpu_s", "date",
         "tuned_import_baseline_s", "tiny_over_tuned_baseline_s",
     },
+    "library_costs": {
+        "benchmark", "loss_mean", "metrics", "grad_norm", "hooks", "import", "device",
+        "torch", "lightning", "date",
+    },
 }  # fmt: skip
 
 
