@@ -51,13 +51,18 @@ def train_env(tmp_path: Path) -> dict[str, str]:
 
 
 def run_train(
-    tmp_path: Path, *overrides: str, check: bool = True, timeout: int = 600
+    tmp_path: Path,
+    *overrides: str,
+    check: bool = True,
+    timeout: int = 600,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess:
-    """Run `python train.py <overrides>` from tmp_path (not the repo root)."""
+    """Run `python train.py <overrides>` from tmp_path (not the repo root); `env` adds to
+    or replaces train_env's variables."""
     proc = subprocess.run(
         [sys.executable, str(TRAIN), *overrides],
         cwd=tmp_path,
-        env=train_env(tmp_path),
+        env={**train_env(tmp_path), **(env or {})},
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -162,16 +162,43 @@ SHORT = [
 ]
 
 
+# what a user's terminal shows: Python's own warning filters, W&B not silenced
+AS_A_USER_SEES_IT = {"PYTHONWARNINGS": "", "WANDB_SILENT": "false"}
+
+
 @pytest.fixture(scope="module")
-def trained_run(tmp_path_factory) -> tuple[Path, dict]:
+def trained_proc(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     """One real `python train.py` run, read by several tests: 2 epochs of 3 batches on
-    digits, CSV and offline W&B (logger=default). Returns its run directory and record."""
+    digits, CSV and offline W&B (logger=default), warnings shown. Returns its folder and
+    the finished process (its printed output)."""
     tmp_path = tmp_path_factory.mktemp("trained")
     short = [o for o in SHORT if o != "logger=csv"]
     tags = "logger.wandb.tags=[digits,smoke]"
-    run_train(tmp_path, *short, "logger=default", tags, "trainer.max_epochs=2")
+    overrides = [*short, "logger=default", tags, "trainer.max_epochs=2"]
+    return tmp_path, run_train(tmp_path, *overrides, env=AS_A_USER_SEES_IT)
+
+
+@pytest.fixture(scope="module")
+def trained_run(trained_proc) -> tuple[Path, dict]:
+    """trained_proc's run directory and record."""
+    tmp_path, _ = trained_proc
     assert len(run_dirs(tmp_path)) == 1
     return latest_results(tmp_path)
+
+
+def test_a_run_prints_no_notice_about_its_own_loggers(trained_proc):
+    """`make train`'s first run printed two notices a new user must wonder about, both
+    about nothing the user did: Lightning's "Experiment logs directory ... exists and is
+    not empty. Previous log files ... will be deleted" (the CSV logger's directory is the
+    run directory, where Hydra has written .hydra/ and train.log already) and W&B's "The
+    anonymous setting has no effect" (Lightning's WandbLogger passes anonymous=None to
+    every wandb.init). conf/logger builds autotimm.app.loggers' two loggers instead."""
+    _, proc = trained_proc
+    printed = " ".join((proc.stdout + proc.stderr).split())
+    assert "Tracking run with wandb" in printed  # W&B was heard: its notices would be here
+    assert "exists and is not empty" not in printed
+    assert "Previous log files" not in printed
+    assert "anonymous setting" not in printed
 
 
 def test_results_json_of_a_run(trained_run):

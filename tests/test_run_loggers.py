@@ -88,3 +88,34 @@ def test_a_run_whose_data_fails_finishes_its_started_wandb_run_as_failed(run_app
         check=True,
     )
     assert json.loads(shown.stdout)["exit_code"] == 1
+
+
+def test_the_csv_logger_counts_only_an_earlier_metrics_csv_as_a_previous_log(tmp_path):
+    """The run directory holds Hydra's files before the CSV logger starts: no warning for
+    them. An earlier metrics.csv (a run directory used twice) keeps Lightning's warning and
+    is replaced. (tests/test_app.py: a real run prints neither this nor W&B's notice.)"""
+    import warnings
+
+    from autotimm.app.loggers import RunCSVLogger
+
+    (tmp_path / ".hydra").mkdir()
+    (tmp_path / "train.log").write_text("Hydra's log\n")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        RunCSVLogger(tmp_path, name="", version="").log_metrics({"a": 1.0}, step=0)
+    assert not [w for w in caught if "not empty" in str(w.message)]
+    (tmp_path / "metrics.csv").write_text("a,step\n9.0,0\n")
+    with pytest.warns(UserWarning, match="exists and is not empty"):
+        writer = RunCSVLogger(tmp_path, name="", version="").experiment
+    assert not (tmp_path / "metrics.csv").exists() and Path(writer.log_dir) == tmp_path
+    assert (tmp_path / "train.log").read_text() == "Hydra's log\n"
+
+
+def test_the_wandb_logger_hands_wandb_no_anonymous_setting_unless_asked(tmp_path):
+    from autotimm.app.loggers import WandbLogger
+
+    quiet = WandbLogger(offline=True, save_dir=str(tmp_path), project="p")
+    assert "anonymous" not in quiet._wandb_init  # W&B warns for any value given, None too
+    assert quiet._wandb_init["dir"] == str(tmp_path)  # the rest is Lightning's
+    asked = WandbLogger(offline=True, save_dir=str(tmp_path), project="p", anonymous=True)
+    assert asked._wandb_init["anonymous"] == "allow"

@@ -1,4 +1,8 @@
-"""A run's loggers: built with the full config, given the run's summary, finished cleanly."""
+"""A run's loggers: built with the full config, given the run's summary, finished cleanly.
+
+conf/logger/*.yaml builds the two loggers below, Lightning's own with one difference each
+(the notices they printed on every run were about nothing the user did).
+"""
 
 from __future__ import annotations
 
@@ -9,13 +13,65 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+import lightning.pytorch.loggers as pl_loggers
+from lightning.fabric.loggers.logger import rank_zero_experiment
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from omegaconf import DictConfig, OmegaConf
 
 from autotimm.app.compose import instantiate_each
-from autotimm.private_apis import WANDB_JOB_INPUTS, WANDB_LAUNCH_INPUTS
+from autotimm.private_apis import (
+    LOGGER_EXPERIMENT,
+    LOGGER_FS,
+    WANDB_JOB_INPUTS,
+    WANDB_LAUNCH_INPUTS,
+    WANDB_LOGGER_INIT,
+)
 from autotimm.records.results import RunRecord
 
 log = logging.getLogger(__name__)
+
+
+class RunDirectoryWriter(ExperimentWriter):
+    """CSVLogger's writer for a log directory the run shares: only a metrics.csv is a log.
+
+    The CSV logger writes <run dir>/metrics.csv, next to what Hydra writes there before
+    the run starts (.hydra/, train.log) and the other loggers' and checkpoints' folders.
+    Lightning's check took any file there for a previous log ("Experiment logs directory
+    ... exists and is not empty. Previous log files in this directory will be deleted"), so
+    every run printed it. Its warning (and removal) still comes where a metrics.csv is
+    already there: a run directory used twice (a fixed hydra.run.dir).
+    """
+
+    def _check_log_dir_exists(self) -> None:  # private_apis.CSV_CHECK_LOG_DIR
+        if getattr(self, LOGGER_FS).isfile(self.metrics_file_path):
+            super()._check_log_dir_exists()
+
+
+class RunCSVLogger(pl_loggers.CSVLogger):
+    """Lightning's CSVLogger writing into the run directory (RunDirectoryWriter)."""
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if getattr(self, LOGGER_EXPERIMENT) is None:
+            getattr(self, LOGGER_FS).makedirs(self.root_dir, exist_ok=True)
+            setattr(self, LOGGER_EXPERIMENT, RunDirectoryWriter(log_dir=self.log_dir))
+        return getattr(self, LOGGER_EXPERIMENT)
+
+
+class WandbLogger(pl_loggers.WandbLogger):
+    """Lightning's WandbLogger without the `anonymous=None` it hands every `wandb.init`.
+
+    W&B warns "The anonymous setting has no effect and will be removed in a future
+    version" for any `anonymous` given, None included, and Lightning (2.6) always gives
+    one. An `anonymous` asked for (+logger.wandb.anonymous=true) still goes to W&B.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        init = getattr(self, WANDB_LOGGER_INIT, None)  # what the run's wandb.init gets
+        if isinstance(init, dict) and init.get("anonymous") is None:
+            init.pop("anonymous", None)
 
 
 def build_loggers(cfg: DictConfig) -> list[Any]:
