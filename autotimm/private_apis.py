@@ -122,7 +122,7 @@ SIGNATURES: dict[str, tuple[str, ...]] = {
     f"{_CHECKPOINT}.{CHECKPOINT_SAVES_ON_TRAIN_EPOCH_END}": ("self", "trainer"),
     f"{_BAR}.{BAR_UPDATE}": ("self", "progress_bar_id", "current"),
     # overridden by autotimm's CSV logger's writer: only a metrics.csv is a previous log
-    f"lightning.pytorch.loggers.csv_logs:ExperimentWriter.{CSV_CHECK_LOG_DIR}": ("self",),
+    f"lightning.fabric.loggers.csv_logs:_ExperimentWriter.{CSV_CHECK_LOG_DIR}": ("self",),
     # overridden by autotimm's bar: the metrics are read (a GPU->host sync) only on the
     # steps that log them
     f"{_BAR}._update_metrics": ("self", "trainer", "pl_module"),
@@ -153,6 +153,9 @@ OVERRIDDEN: dict[str, str] = {
     ),
     "autotimm.optim.resizing_schedulers:CosineRestarts._get_lr": (
         "timm.scheduler:CosineLRScheduler._get_lr"
+    ),
+    f"autotimm.app.loggers:RunDirectoryWriter.{CSV_CHECK_LOG_DIR}": (
+        f"lightning.fabric.loggers.csv_logs:_ExperimentWriter.{CSV_CHECK_LOG_DIR}"
     ),
 }
 
