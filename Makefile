@@ -21,8 +21,12 @@ test-data:
 train: $(STAMP)
 	$(PY) train.py $(ARGS)
 
+# the default suite in TEST_WORKERS processes (pytest-xdist; 0: in this one). Tests that
+# share a fixture stay in one worker and those that start several processes at once run one
+# after another (tests/conftest.py), so two workers suit a 2-core machine.
+TEST_WORKERS ?= 2
 test: $(STAMP) test-data
-	$(PY) -m pytest -q --durations=15 $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=15 $(PYTEST_ARGS)
 
 # the long tests (e.g. the full default digits run), kept in CI
 test-slow: $(STAMP) test-data

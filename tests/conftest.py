@@ -201,3 +201,136 @@ def run_app(compose, capsys, monkeypatch, tmp_path):
         return AppRun(code, " ".join((captured.out + captured.err).split()), run_dir)
 
     return _run
+
+
+# -- pytest-xdist: `make test` runs the default suite in two worker processes --------------
+#
+# (-n 2 --dist loadgroup; a plain `pytest` runs in one process and ignores all this.)
+# Tests marked `xdist_group(AT_ONCE)` start several processes at once and assert how they
+# overlapped or waited for each other (trials on simulated GPUs, submitit jobs, benchmarks
+# started together, GPU lock files): they run one after another in one worker, never two
+# such crowds side by side on a 2-core machine. Tests that share a module- or session-scoped
+# fixture of tests/ (a trained run, a sweep, the import probe) also stay in one worker, so
+# no fixture is built twice: the hooks below group them and refuse a split.
+#
+# xdist's loadgroup reads each test's group from a suffix it adds to the test's node id,
+# which pytest 9.2's structured node ids silently drop (pytest-xdist#1386: every test is
+# then handed out on its own). So the workers write each test's group to a file and the
+# scheduler below reads it there; with a pytest where the suffix works, both agree.
+
+AT_ONCE = "processes_at_once"
+GROUPS_ENV = "AUTOTIMM_TEST_GROUPS"  # the folder where the workers write the groups
+# the long single tests (tens of seconds on 2 cores): handed out first, right after the
+# groups, so that both workers finish at about the same time
+LONG_FIRST = (
+    "tests/test_sweeps.py::test_optuna_sweep_continues_its_study_and_compares",
+    "tests/test_lean_imports.py::",
+    "tests/test_app.py::test_backbone_optimizer_scheduler_combinations_run",
+    "tests/test_process_gc.py::",
+    "tests/test_export.py::test_vit_exports_pass_parity",
+)
+
+
+def _shared_fixtures(item: pytest.Item) -> set[str]:
+    """The fixtures of tests/ wider than one test that `item` uses (module ones by module),
+    and helpers_inference's trained run (a session-wide cache behind each module's `run`)."""
+    from tests import helpers_inference
+
+    shared = set()
+    infos = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
+    for name in getattr(item, "fixturenames", ()):
+        for definition in infos.get(name, ()):
+            code = getattr(getattr(definition, "func", None), "__code__", None)
+            where = Path(code.co_filename) if code is not None else None
+            if definition.scope != "function" and where and where.parent == ROOT / "tests":
+                shared.add(f"{where.stem if definition.scope != 'session' else 'session'}.{name}")
+    module = getattr(item, "module", None)
+    if "run" in getattr(item, "fixturenames", ()) and (
+        getattr(module, "trained_run", None) is helpers_inference.trained_run
+    ):
+        shared.add("helpers_inference.trained_run")
+    return shared
+
+
+def xdist_groups(items: list[pytest.Item]) -> dict[str, str]:
+    """node id -> xdist group: the test's own mark, else the group of the tests it shares a
+    fixture with (fixtures used by one test are joined); tests in neither are left out."""
+    parent: dict[str, str] = {}  # union-find over shared fixtures and marked groups
+
+    def root(name: str) -> str:
+        while parent.setdefault(name, name) != name:
+            name = parent[name]
+        return name
+
+    plan = []
+    for item in items:
+        marks = {
+            m.args[0] if m.args else m.kwargs["name"] for m in item.iter_markers("xdist_group")
+        }
+        names = [f"group:{mark}" for mark in sorted(marks)] + sorted(_shared_fixtures(item))
+        for name in names[1:]:
+            parent[root(name)] = root(names[0])
+        plan.append((item, names))
+    marked: dict[str, str] = {}  # a joined set -> the mark its tests carry (one at most)
+    for _, names in plan:
+        for mark in (n.removeprefix("group:") for n in names if n.startswith("group:")):
+            if marked.setdefault(root(names[0]), mark) != mark:
+                shared = ", ".join(n for n in names if not n.startswith("group:"))
+                raise pytest.UsageError(
+                    f"xdist groups {marked[root(names[0])]!r} and {mark!r} share a fixture "
+                    f"({shared}): their tests must be in one group"
+                )
+    return {
+        item.nodeid: marked.get(root(names[0]), root(names[0])) for item, names in plan if names
+    }
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook adds its suffixes
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not hasattr(config, "workerinput"):  # not an xdist worker: one process, any order
+        return
+    groups = xdist_groups(items)
+    for item in items:
+        if item.nodeid in groups and not any(item.iter_markers("xdist_group")):
+            item.add_marker(pytest.mark.xdist_group(groups[item.nodeid]))
+    folder = os.environ.get(GROUPS_ENV)
+    if folder:  # read by the scheduler once every worker has collected
+        worker = config.workerinput["workerid"]
+        Path(folder, f"{worker}.json").write_text(json.dumps(groups))
+    # xdist hands out the groups (most tests first), then the single tests in this order
+    items.sort(key=lambda item: not item.nodeid.startswith(LONG_FIRST))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The controller of an xdist run: a fresh folder for the workers' groups."""
+    if hasattr(config, "workerinput") or not getattr(config.option, "numprocesses", None):
+        return
+    import shutil
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix="autotimm-test-groups-")
+    os.environ[GROUPS_ENV] = folder  # the workers start later, with this environment
+    config.add_cleanup(lambda: shutil.rmtree(folder, ignore_errors=True))
+    config.add_cleanup(lambda: os.environ.pop(GROUPS_ENV, None))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """loadgroup's scheduler, taking each test's group from the workers' files."""
+    if config.getvalue("dist") != "loadgroup" or not os.environ.get(GROUPS_ENV):
+        return None
+    from xdist.scheduler import LoadGroupScheduling
+
+    folder = Path(os.environ[GROUPS_ENV])
+
+    class FileGroupScheduling(LoadGroupScheduling):
+        groups: dict[str, str] | None = None
+
+        def _split_scope(self, nodeid: str) -> str:
+            if self.groups is None:  # every worker has collected (and written) by now
+                self.groups = {}
+                for path in sorted(folder.glob("*.json")):
+                    self.groups.update(json.loads(path.read_text()))
+            return self.groups.get(nodeid) or super()._split_scope(nodeid)
+
+    return FileGroupScheduling(config, log)

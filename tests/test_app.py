@@ -250,6 +250,7 @@ def test_resume_from_last_checkpoint(trained_run, run_app):
     assert lrs[-1] == pytest.approx(1e-3 * 0.5 * (1 + math.cos(math.pi * 5 / 6)), rel=1e-5)
 
 
+@pytest.mark.xdist_group("processes_at_once")  # one at a time: tests/conftest.py AT_ONCE
 def test_parallel_runs_get_their_own_directories(tmp_path):
     """8 runs started at once resolve 8 different run directories."""
     from tests.conftest import TRAIN, train_env

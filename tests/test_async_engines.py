@@ -162,6 +162,7 @@ def _sigint_as_in_a_terminal() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+@pytest.mark.xdist_group("processes_at_once")  # one at a time: tests/conftest.py AT_ONCE
 def test_submitit_trials_start_as_soon_as_any_trial_ends(tmp_path):
     """3 trials, 2 at once, each its own submitit-local job: trial 2 starts when trial 1
     ends, while trial 0 still runs."""
@@ -183,6 +184,7 @@ def test_submitit_trials_start_as_soon_as_any_trial_ends(tmp_path):
     assert {t.number: t.value for t in study.get_trials()} == {0: 0.0, 1: 1.0, 2: 2.0}
 
 
+@pytest.mark.xdist_group("processes_at_once")  # one at a time: tests/conftest.py AT_ONCE
 def test_a_stopped_sweep_cancels_its_running_jobs(tmp_path):
     """Ctrl-C on the sweep cancels the submitit jobs still running: no orphan holds a GPU."""
     proc = start_app_sweep(tmp_path, n_trials=2, gate_timeout_s=600)  # trial 0 waits long
@@ -240,6 +242,7 @@ class WaitForTrial(Callback):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("processes_at_once")  # one at a time: tests/conftest.py AT_ONCE
 def test_submitit_sweep_of_real_trials_is_asynchronous(tmp_path):
     """train.py trials through submitit-local, 2 at once: trial 1's successor (trial 2)
     starts before trial 0, which waits for it, ends (read from the trials' run records)."""
@@ -285,6 +288,7 @@ class HoldSecondEpoch(Callback):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("processes_at_once")  # one at a time: tests/conftest.py AT_ONCE
 def test_a_timed_out_trial_is_requeued_and_resumes_from_its_last_checkpoint(tmp_path):
     """submitit-local's time limit (1 min, signal 30 s before) hits trial 0 in its second
     epoch: submitit requeues the same job (the launcher's checkpoint) and the trial resumes

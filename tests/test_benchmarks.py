@@ -90,6 +90,7 @@ def test_step_costs_tiny_in_process(launched, tmp_path, monkeypatch):
     assert json.loads((tmp_path / "results.jsonl").read_text()) == result
 
 
+@pytest.mark.xdist_group("processes_at_once")  # one at a time: tests/conftest.py AT_ONCE
 def test_python_clock_leaves_the_compute_out_and_puts_torch_back(launched, monkeypatch):
     """--clock python: the raw loop's time per step shrinks to the Python around the math
     (far below its wall time), and torch's functions are torch's own again afterwards."""
@@ -127,6 +128,7 @@ def test_vs_timm_tiny_autotimm_side(tmp_path):
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
+@pytest.mark.xdist_group("processes_at_once")  # one at a time: tests/conftest.py AT_ONCE
 def test_benchmark_tiny_ends_with_json_line(launched, name):
     procs, out = launched
     try:

@@ -195,7 +195,9 @@ def test_bad_metric_config_names_the_field(fields, key, problem):
         (_configs, True, ["num_classes=True", "integer"]),
         (_configs, "3", ["num_classes='3'", "integer"]),
     ],
-    ids=str,
+    # a function's name, not its repr (an address): pytest-xdist's workers must collect
+    # the same ids
+    ids=lambda value: value.__name__ if callable(value) else str(value),
 )
 def test_bad_manager_arguments_are_refused(configs, num_classes, expected):
     configs = configs() if callable(configs) else configs

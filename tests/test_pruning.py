@@ -93,6 +93,7 @@ def test_pruned_trials_record_where_they_stopped_and_keep_checkpoints(pruned_swe
         assert record.sweep.trial == trial.number
 
 
+@pytest.mark.xdist_group("processes_at_once")  # one at a time: tests/conftest.py AT_ONCE
 def test_pruned_trial_frees_its_gpu_for_the_next_trial(pruned_sweep):
     """2 (simulated) GPUs: the third trial starts when a pruned one stops, not when the
     long one ends."""

@@ -100,11 +100,13 @@ def _draw_together(tmp_path, per_trial: bool) -> list[str]:
     return [out.strip() for out, _ in outs]
 
 
+@pytest.mark.xdist_group("processes_at_once")  # one at a time: tests/conftest.py AT_ONCE
 def test_two_processes_started_together_draw_different_values(tmp_path):
     first, second = _draw_together(tmp_path, per_trial=True)
     assert first != second
 
 
+@pytest.mark.xdist_group("processes_at_once")  # one at a time: tests/conftest.py AT_ONCE
 def test_one_seed_for_the_sampler_alone_would_repeat_values(tmp_path):
     """Why per-trial seeds: two processes with one seeded sampler draw the same value."""
     first, second = _draw_together(tmp_path, per_trial=False)

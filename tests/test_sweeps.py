@@ -249,6 +249,7 @@ while not os.path.exists(sys.argv[2]):
 """
 
 
+@pytest.mark.xdist_group("processes_at_once")  # one at a time: tests/conftest.py AT_ONCE
 def test_gpu_claims_are_exclusive_between_processes(tmp_path):
     """Two processes get two different GPUs; a third waits until one of them exits."""
     env = dict(os.environ, AUTOTIMM_SWEEP_GPUS="0,1", AUTOTIMM_SWEEP_LOCK_DIR=str(tmp_path))
@@ -472,6 +473,7 @@ def simulated_sweep(tmp_path_factory) -> tuple[Path, object]:
     return folder, load_study(folder, "sim")
 
 
+@pytest.mark.xdist_group("processes_at_once")  # one at a time: tests/conftest.py AT_ONCE
 def test_simulated_gpus_run_one_trial_each_at_a_time(simulated_sweep):
     """AUTOTIMM_SIMULATE_GPUS=2: two trials at once, each on its own (pretend) GPU."""
     folder, _ = simulated_sweep
