@@ -16,6 +16,7 @@ from autotimm.data.folds import check_fold_options
 from autotimm.data.imbalance import check_imbalance_options
 from autotimm.data.multilabel import check_multi_label_options
 from autotimm.data.sources import get_source
+from autotimm.user_errors import UserError
 
 # Sources whose items are cheap in-memory arrays: worker processes cost more than they save
 IN_MEMORY_SOURCES = frozenset({"digits", "synthetic"})
@@ -64,20 +65,20 @@ def check_loading(
     """The source, batch and channels, and the decode path with its augmentation."""
     get_source(source)  # an unknown name raises, listing the accepted sources
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise UserError(f"batch_size must be >= 1, got {batch_size}")
     if in_chans < 1:
-        raise ValueError(f"in_chans must be >= 1, got {in_chans}")
+        raise UserError(f"in_chans must be >= 1, got {in_chans}")
     if in_chans not in (1, 3) and source != "synthetic":
-        raise ValueError(f"image sources give 1 or 3 channels; in_chans={in_chans}")
+        raise UserError(f"image sources give 1 or 3 channels; in_chans={in_chans}")
     if decode not in DECODE_MODES:
-        raise ValueError(f"decode={decode!r} is not one of {list(DECODE_MODES)}")
+        raise UserError(f"decode={decode!r} is not one of {list(DECODE_MODES)}")
     if decode == "gpu" and source not in FILE_SOURCES:
-        raise ValueError(
+        raise UserError(
             f"decode='gpu' decodes image files (sources {sorted(FILE_SOURCES)}); "
             f"source {source!r} has none: use decode='cpu' or 'auto'"
         )
     if decode == "gpu" and auto_augment:
-        raise ValueError(
+        raise UserError(
             f"auto_augment={auto_augment!r} has no device implementation; "
             "use decode='cpu' with auto_augment (or drop auto_augment)"
         )

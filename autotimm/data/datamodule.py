@@ -33,6 +33,7 @@ from autotimm.data.loaded import LoadedData, load_splits
 from autotimm.data.sources import SourceOptions, download_source, get_source
 from autotimm.data.splits import limit_indices
 from autotimm.data.transforms import AugmentConfig, resolve_data_config
+from autotimm.user_errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +165,7 @@ class ImageDataModule(L.LightningDataModule):
         splits = get_source(self.source)(options)
         found = len(splits.class_names)
         if hp.num_classes is not None and hp.num_classes != found:
-            raise ValueError(
+            raise UserError(
                 f"num_classes={hp.num_classes} was given but source {self.source!r} has "
                 f"{found} classes; set data.num_classes={found} or leave it unset"
             )
@@ -309,6 +310,6 @@ class ImageDataModule(L.LightningDataModule):
         """Refuse to resume on data whose classes differ from the checkpoint's."""
         saved = state_dict.get("class_names")
         if saved is not None and list(saved) != self.class_names:
-            raise ValueError(
+            raise UserError(
                 f"checkpoint was trained on classes {saved} but the data has {self.class_names}"
             )

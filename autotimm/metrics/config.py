@@ -15,6 +15,7 @@ import torch.nn as nn
 from autotimm.checks import ConfigValueError, check_choice, close_matches
 from autotimm.metrics.checks import STAGES, check_text, checked_stages
 from autotimm.metrics.inputs import accepted_params, multi_label_params
+from autotimm.user_errors import UserError
 from autotimm.utils import import_object, to_plain
 
 BACKENDS = ("torchmetrics", "custom")
@@ -155,4 +156,4 @@ def as_metric_config(value: MetricConfig | dict[str, Any]) -> MetricConfig:
                 f"unknown keys {unknown}, missing {missing}; accepted keys: {accepted}",
             )
         return MetricConfig(**fields)
-    raise ValueError(f"Expected a MetricConfig or dict, got {value!r}")
+    raise UserError(f"Expected a MetricConfig or dict, got {value!r}")

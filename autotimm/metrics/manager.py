@@ -27,6 +27,7 @@ from autotimm.metrics.inputs import (
 )
 from autotimm.metrics.kept import KeptBatches
 from autotimm.private_apis import MODULE_CHILDREN
+from autotimm.user_errors import UserError
 from autotimm.utils import to_plain
 
 log = logging.getLogger(__name__)
@@ -97,7 +98,7 @@ class MetricManager(nn.Module):
         names = [c.name for c in self._configs]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
-            raise ValueError(f"Metric names must be unique; repeated: {duplicates}")
+            raise UserError(f"Metric names must be unique; repeated: {duplicates}")
         self._by_name = {c.name: c for c in self._configs}
         self._kept = {stage: KeptBatches() for stage in STAGES}
         if self.multi_label:  # compared on the logits' device, so it follows `.to()`

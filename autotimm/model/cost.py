@@ -25,6 +25,7 @@ from torch import nn
 
 from autotimm.private_apis import COMPILED_CALL_IMPL
 from autotimm.records.results import ModelCost
+from autotimm.user_errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +109,7 @@ def _checked_size(input_size: Any) -> tuple[int, int, int]:
     """(C, H, W) as ints; anything else is the caller's error, said plainly."""
     size = tuple(input_size) if isinstance(input_size, (tuple, list)) else ()
     if len(size) != 3 or not all(isinstance(v, int) and v > 0 for v in size):
-        raise ValueError(
+        raise UserError(
             f"input_size={input_size!r}: expected 3 positive ints (channels, height, width), "
             "e.g. datamodule.data_config['input_size']"
         )

@@ -25,6 +25,7 @@ from autotimm.private_apis import (
     SHOULD_UPDATE_LOGS,
     lightning_refresh_thread,
 )
+from autotimm.user_errors import UserError
 
 
 def _sync(module: L.LightningModule) -> None:
@@ -138,12 +139,12 @@ class RichProgressBar(_RichProgressBar):
         if metrics_every_n_steps is not None and (
             isinstance(metrics_every_n_steps, bool) or int(metrics_every_n_steps) < 1
         ):
-            raise ValueError(
+            raise UserError(
                 f"metrics_every_n_steps must be >= 1 or null (the loggers' steps), "
                 f"got {metrics_every_n_steps!r}"
             )
         if not float(metrics_every_s) > 0:
-            raise ValueError(f"metrics_every_s must be > 0 seconds, got {metrics_every_s!r}")
+            raise UserError(f"metrics_every_s must be > 0 seconds, got {metrics_every_s!r}")
         self.metrics_every_n_steps = metrics_every_n_steps
         self.metrics_every_s = float(metrics_every_s)
         self._hold_metrics = False
