@@ -75,6 +75,13 @@ def run_train(
     return proc
 
 
+@pytest.fixture(scope="session")
+def train_help(tmp_path_factory) -> str:
+    """What `python train.py --help` prints, run from a folder outside the repository (read
+    by the test of the groups it lists and the test of the sweeps it finds from anywhere)."""
+    return run_train(tmp_path_factory.mktemp("help"), "--help").stdout
+
+
 def run_dirs(tmp_path: Path) -> list[Path]:
     """Single-run directories under tmp_path/outputs/runs, oldest first."""
     return sorted(p.parent for p in (tmp_path / "outputs" / "runs").glob("*/*/results.json"))
@@ -127,6 +134,17 @@ import autotimm
 
 heavy = ["torch", "timm", "lightning", "wandb", "matplotlib", "optuna"]
 found["autotimm"] = sorted(m for m in heavy if m in sys.modules)
+from autotimm.startup import scipy_signal_deferred
+
+with scipy_signal_deferred():  # train.py's way (tests/test_lean_imports.py reads it)
+    import lightning, torchmetrics
+found["lightning"] = {"imported_with_lightning": "scipy.signal" in sys.modules}
+import scipy.signal  # what a later user of scipy gets
+
+found["lightning"].update(
+    real_module=hasattr(scipy.signal, "windows") and hasattr(scipy.signal, "convolve"),
+    window=[round(float(x), 4) for x in scipy.signal.windows.hamming(3)],
+)
 import autotimm.data
 
 found["autotimm.data"] = sorted(m for m in ("sklearn", "pandas") if m in sys.modules)
@@ -224,10 +242,10 @@ GROUPS_ENV = "AUTOTIMM_TEST_GROUPS"  # the folder where the workers write the gr
 # groups, so that both workers finish at about the same time
 LONG_FIRST = (
     "tests/test_sweeps.py::test_optuna_sweep_continues_its_study_and_compares",
-    "tests/test_lean_imports.py::",
     "tests/test_app.py::test_backbone_optimizer_scheduler_combinations_run",
+    "tests/test_benchmarks.py::test_gpu_all_only_runs_the_named_steps",
+    "tests/test_config_validation.py::test_train_py_reports_the_config_error",
     "tests/test_process_gc.py::",
-    "tests/test_export.py::test_vit_exports_pass_parity",
 )
 
 

@@ -1,6 +1,8 @@
 """Lightning's import inside `scipy_signal_deferred` skips scipy.signal, and the real module
-imports normally afterwards. Each case runs in a new interpreter (pytest's own process has
-imported everything already)."""
+imports normally afterwards. Each case is read from a new interpreter (pytest's own process
+has imported everything already): the deferred import from the session's import probe
+(tests/conftest.py IMPORT_PROBE, which imports Lightning the way train.py does), the other
+two cases from one interpreter of this module."""
 
 from __future__ import annotations
 
@@ -8,17 +10,20 @@ import json
 import subprocess
 import sys
 
-CHECK = """
+import pytest
+
+# Lightning imported as is, then the deferral entered with the real module already there
+PLAIN = """
 import json, sys
-{before}
 import torchmetrics, lightning                 # noqa
-during = "scipy.signal" in sys.modules
-import scipy.signal                            # what a later user of scipy gets
-print(json.dumps({{
-    "imported_with_lightning": during,
-    "real_module": hasattr(scipy.signal, "windows") and hasattr(scipy.signal, "convolve"),
-    "window": [round(float(x), 4) for x in scipy.signal.windows.hamming(3)],
-}}))
+with_lightning = "scipy.signal" in sys.modules
+real = sys.modules.get("scipy.signal")
+from autotimm.startup import scipy_signal_deferred
+with scipy_signal_deferred():
+    import lightning.pytorch                   # noqa
+    inside = sys.modules.get("scipy.signal") is real
+print(json.dumps({"imported_with_lightning": with_lightning, "inside": inside,
+                  "same": sys.modules.get("scipy.signal") is real}))
 """
 
 
@@ -28,31 +33,23 @@ def _run(code: str) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def test_lightning_without_scipy_signal_then_the_real_module():
-    deferred = _run(
-        CHECK.replace(
-            "import torchmetrics, lightning",
-            "from autotimm.startup import scipy_signal_deferred\n"
-            "with scipy_signal_deferred():\n    import torchmetrics, lightning",
-        ).format(before="")
-    )
-    assert deferred == {
+@pytest.fixture(scope="module")
+def plain() -> dict:
+    return _run(PLAIN)
+
+
+def test_lightning_without_scipy_signal_then_the_real_module(import_probe, plain):
+    assert import_probe["lightning"] == {
         "imported_with_lightning": False,
         "real_module": True,
         "window": [0.08, 1.0, 0.08],
     }
     # without the context torchmetrics imports it (what the deferral saves)
-    assert _run(CHECK.format(before=""))["imported_with_lightning"] is True
+    assert plain["imported_with_lightning"] is True
 
 
-def test_nothing_changes_when_scipy_signal_is_already_imported():
-    code = (
-        "import sys, scipy.signal\nreal = sys.modules['scipy.signal']\n"
-        "from autotimm.startup import scipy_signal_deferred\n"
-        "with scipy_signal_deferred():\n    import lightning\n"
-        "import json; print(json.dumps({'same': sys.modules['scipy.signal'] is real}))"
-    )
-    assert _run(code) == {"same": True}
+def test_nothing_changes_when_scipy_signal_is_already_imported(plain):
+    assert plain["inside"] is True and plain["same"] is True
 
 
 def test_the_stand_in_hamming_is_scipys():

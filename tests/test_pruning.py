@@ -181,9 +181,32 @@ def _brackets(hash_seed: int) -> dict[str, list[int]]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def _brackets_here() -> dict[str, list[int]]:
+    """The same, computed in this process (with its own hash salt)."""
+    import contextlib
+    import io
+    import sys
+    import warnings
+    from unittest import mock
+
+    from tests.conftest import ROOT
+
+    preset = ROOT / "conf/hydra/sweeper/pruner/hyperband.yaml"
+    printed = io.StringIO()
+    with mock.patch.object(sys, "argv", ["-c", str(preset)]), contextlib.redirect_stdout(printed):
+        with warnings.catch_warnings():  # Optuna's "create_trial is experimental"
+            warnings.simplefilter("ignore")
+            exec(BRACKETS, {"__name__": "brackets"})
+    return json.loads(printed.getvalue().strip().splitlines()[-1])
+
+
 def test_hyperband_brackets_agree_across_processes():
-    # two trial processes (different hash salts, as two SLURM jobs or pool workers have)
-    first, second = _brackets(1), _brackets(2)
+    # two trial processes (different hash salts, as two SLURM jobs or pool workers have):
+    # this one and a new one with a fixed PYTHONHASHSEED that is not this one's
+    import os
+
+    first = _brackets_here()
+    second = _brackets(2 if os.environ.get("PYTHONHASHSEED") == "1" else 1)
     assert len(set(first["ours"])) == 4  # every bracket is used
     assert first["ours"] == second["ours"]
     # the reason for the subclass: Optuna 2.10's own pruner splits the study differently in

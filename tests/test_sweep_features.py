@@ -4,6 +4,7 @@ every pruner option of hydra/sweeper/pruner."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -61,33 +62,46 @@ def test_constant_liar_is_on_with_parallel_trials():
 
 DRAW = textwrap.dedent(
     """
-    import sys, time
+    import json, sys, time
     import optuna
     from omegaconf import OmegaConf
     from autotimm.sweep.sampling import sampler_for_trial
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage, start, per_trial = sys.argv[1], float(sys.argv[2]), sys.argv[3] == "1"
+    start = float(sys.argv[3])
     config = OmegaConf.create({"_target_": "optuna.samplers.TPESampler", "seed": 42})
-    sampler = optuna.samplers.TPESampler(seed=42)
-    study = optuna.load_study(study_name="s", storage=storage, sampler=sampler)
+    studies = {  # two studies, each with this process's seeded sampler
+        kind: optuna.load_study(
+            study_name="s", storage=storage, sampler=optuna.samplers.TPESampler(seed=42)
+        )
+        for kind, storage in (("per_trial", sys.argv[1]), ("one_seed", sys.argv[2]))
+    }
     time.sleep(max(0.0, start - time.time()))  # both processes ask at the same moment
-    trial = study.ask()
-    if per_trial:
-        study.sampler = sampler_for_trial(config, 2, "s", trial.number)
-    print(trial.suggest_float("lr", 1e-5, 1e-1, log=True))
+    drawn = {}
+    for kind, study in studies.items():
+        trial = study.ask()
+        if kind == "per_trial":
+            study.sampler = sampler_for_trial(config, 2, "s", trial.number)
+        drawn[kind] = trial.suggest_float("lr", 1e-5, 1e-1, log=True)
+    print(json.dumps(drawn))
     """
 )
 
 
-def _draw_together(tmp_path, per_trial: bool) -> list[str]:
+@pytest.fixture(scope="module")
+def drawn_together(tmp_path_factory) -> list[dict[str, float]]:
+    """Two processes started together, each asking two studies for a trial at the same
+    moment: one with per-trial seeds (autotimm's), one with the seeded sampler alone."""
     import time
 
-    _study(tmp_path)  # created once, empty: both processes see 0 trials
-    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    storages = []
+    for kind in ("per_trial", "one_seed"):
+        folder = tmp_path_factory.mktemp(kind)
+        _study(folder)  # created once, empty: both processes see 0 trials
+        storages.append(f"sqlite:///{folder / 'study.db'}")
     start = time.time() + 3.0
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", DRAW, storage, str(start), "1" if per_trial else "0"],
+            [sys.executable, "-c", DRAW, *storages, str(start)],
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -97,19 +111,19 @@ def _draw_together(tmp_path, per_trial: bool) -> list[str]:
     ]
     outs = [p.communicate(timeout=120) for p in procs]
     assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in outs]
-    return [out.strip() for out, _ in outs]
+    return [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
 
 
 @pytest.mark.xdist_group("processes_at_once")  # one at a time: tests/conftest.py AT_ONCE
-def test_two_processes_started_together_draw_different_values(tmp_path):
-    first, second = _draw_together(tmp_path, per_trial=True)
+def test_two_processes_started_together_draw_different_values(drawn_together):
+    first, second = (drawn["per_trial"] for drawn in drawn_together)
     assert first != second
 
 
 @pytest.mark.xdist_group("processes_at_once")  # one at a time: tests/conftest.py AT_ONCE
-def test_one_seed_for_the_sampler_alone_would_repeat_values(tmp_path):
+def test_one_seed_for_the_sampler_alone_would_repeat_values(drawn_together):
     """Why per-trial seeds: two processes with one seeded sampler draw the same value."""
-    first, second = _draw_together(tmp_path, per_trial=False)
+    first, second = (drawn["one_seed"] for drawn in drawn_together)
     assert first == second
 
 

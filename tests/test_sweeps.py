@@ -118,7 +118,7 @@ def compose_here(compose, *overrides: str, part: str = "job") -> dict:
     return OmegaConf.to_container(cfg, resolve=False)
 
 
-def test_sweeps_compose_from_another_folder(tmp_path, compose, monkeypatch):
+def test_sweeps_compose_from_another_folder(tmp_path, compose, monkeypatch, train_help):
     """sweeps/ is on Hydra's search path whatever the cwd (a missing group would not fail).
 
     One real `train.py --cfg` from tmp_path; the other configs are composed in this process,
@@ -155,15 +155,8 @@ def test_sweeps_compose_from_another_folder(tmp_path, compose, monkeypatch):
     assert slurm["gpus_per_node"] == 1 and slurm["max_num_timeout"] > 0
     assert slurm["additional_parameters"]["requeue"] is True and slurm["array_parallelism"] > 0
 
-    helptext = subprocess.run(
-        [sys.executable, str(TRAIN), "--help"],
-        cwd=tmp_path,
-        env=train_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    ).stdout
-    assert "sweeps: backbone_optimizer, kfold, lr_mixup_ls, pareto, quick" in helptext
+    # `train.py --help` from another folder (conftest.train_help, shared with test_app)
+    assert "sweeps: backbone_optimizer, kfold, lr_mixup_ls, pareto, quick" in train_help
 
 
 # -- the device plan and the GPU claim ---------------------------------------------------
@@ -382,18 +375,18 @@ def test_nonfinite_loss_stops_training():
 
 
 def test_optuna_sweep_continues_its_study_and_compares(tmp_path):
-    """3 trials; the same command with n_trials=4 adds exactly one; compare ranks all 4."""
+    """2 trials; the same command with n_trials=3 adds exactly one; compare ranks all 3."""
     folder = sweep_dir(tmp_path, "quick")
-    sweep(tmp_path, "+sweeps=quick", "hydra.sweeper.n_trials=3", *TINIEST)
+    sweep(tmp_path, "+sweeps=quick", "hydra.sweeper.n_trials=2", *TINIEST)
 
     summary = yaml.safe_load((folder / "optimization_results.yaml").read_text())
     assert summary["name"] == "optuna" and summary["study_name"] == "quick"
     assert set(summary["best_params"]) == set(SWEPT)
-    assert summary["trials"]["complete"] == 3 and summary["failures"] == []
+    assert summary["trials"]["complete"] == 2 and summary["failures"] == []
     assert summary["storage"] == f"sqlite:///{folder / 'study.db'}"
     study = load_study(folder, "quick")
     first = study.get_trials()
-    assert [t.state.name for t in first] == ["COMPLETE"] * 3
+    assert [t.state.name for t in first] == ["COMPLETE"] * 2
     assert summary["best_value"] == pytest.approx(study.best_value)
     # the best trial's model card, copied to the sweep folder
     best_run = folder / f"trial_{study.best_trial.number:04d}"
@@ -412,23 +405,23 @@ def test_optuna_sweep_continues_its_study_and_compares(tmp_path):
         assert results["sweep"]["params"]["optimizer.lr"] == pytest.approx(
             trial.params["optimizer.lr"]
         )
-    assert len({t.params["optimizer.lr"] for t in first}) == 3
+    assert len({t.params["optimizer.lr"] for t in first}) == 2
 
-    sweep(tmp_path, "+sweeps=quick", "hydra.sweeper.n_trials=4", *TINIEST)
+    sweep(tmp_path, "+sweeps=quick", "hydra.sweeper.n_trials=3", *TINIEST)
     trials = load_study(folder, "quick").get_trials()
-    assert [t.state.name for t in trials] == ["COMPLETE"] * 4  # one more, none redone
-    assert [t.params for t in trials[:3]] == [t.params for t in first]
-    assert trials[3].params not in [t.params for t in first]  # reseeded: no repeats
-    assert sorted(trial_results(folder)) == [0, 1, 2, 3]
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 3  # one more, none redone
+    assert [t.params for t in trials[:2]] == [t.params for t in first]
+    assert trials[2].params not in [t.params for t in first]  # reseeded: no repeats
+    assert sorted(trial_results(folder)) == [0, 1, 2]
 
     from autotimm.compare import compare
 
     report = compare(folder, show=False)
-    assert len(report["rows"]) == 4 and all(r["status"] == "completed" for r in report["rows"])
+    assert len(report["rows"]) == 3 and all(r["status"] == "completed" for r in report["rows"])
     objectives = [row["objective"] for row in report["rows"]]
     assert objectives == sorted(objectives, reverse=True)
     assert report["files"]["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert (folder / "compare.csv").read_text().count("\n") == 5  # header + 4 runs
+    assert (folder / "compare.csv").read_text().count("\n") == 4  # header + 3 runs
     best = yaml.safe_load(report["files"]["best_config"].read_text())
     assert best["optimizer"]["lr"] == pytest.approx(report["rows"][0]["optimizer.lr"])
     assert best["sweep"]["name"] is None and best["defaults"][0] == {"hydra": "default"}
