@@ -75,6 +75,55 @@ def run_train(
     return proc
 
 
+# The suite's one real `python train.py` training run, read by several modules: 2 epochs of
+# 3 batches on digits, CSV and offline W&B, with Python's own warning filters and W&B not
+# silenced (what a user's terminal shows), through a wrapper that then reports the garbage
+# collector's state (train.py's run freezes its imports and restores the collector).
+REAL_RUN = [
+    *(o for o in FAST if o != "logger=csv"),
+    "logger=default",
+    "logger.wandb.tags=[digits,smoke]",
+    "trainer.max_epochs=2",
+    "trainer.limit_train_batches=3",
+    "trainer.limit_val_batches=2",
+    "trainer.limit_test_batches=2",
+]
+AS_A_USER_SEES_IT = {"PYTHONWARNINGS": "", "WANDB_SILENT": "false"}
+GC_AFTER_RUN = """
+import gc, json, runpy, sys
+default = gc.get_threshold()
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+print(json.dumps(dict(default=default, frozen=gc.get_freeze_count(),
+                      threshold=gc.get_threshold())))
+"""
+
+
+@dataclass
+class RealRun:
+    """conftest.REAL_RUN's run: its folder (outputs/ below it), the finished process and
+    the collector's state after Hydra returned (default and final threshold, frozen)."""
+
+    folder: Path
+    proc: subprocess.CompletedProcess
+    gc: dict
+
+
+@pytest.fixture(scope="session")
+def real_run(tmp_path_factory) -> RealRun:
+    folder = tmp_path_factory.mktemp("real_run")
+    proc = subprocess.run(
+        [sys.executable, "-c", GC_AFTER_RUN, str(TRAIN), *REAL_RUN],
+        cwd=folder,
+        env={**train_env(folder), **AS_A_USER_SEES_IT},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, f"{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
+    return RealRun(folder, proc, json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
 @pytest.fixture(scope="session")
 def train_help(tmp_path_factory) -> str:
     """What `python train.py --help` prints, run from a folder outside the repository (read

@@ -162,20 +162,12 @@ SHORT = [
 ]
 
 
-# what a user's terminal shows: Python's own warning filters, W&B not silenced
-AS_A_USER_SEES_IT = {"PYTHONWARNINGS": "", "WANDB_SILENT": "false"}
-
-
 @pytest.fixture(scope="module")
-def trained_proc(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
-    """One real `python train.py` run, read by several tests: 2 epochs of 3 batches on
-    digits, CSV and offline W&B (logger=default), warnings shown. Returns its folder and
-    the finished process (its printed output)."""
-    tmp_path = tmp_path_factory.mktemp("trained")
-    short = [o for o in SHORT if o != "logger=csv"]
-    tags = "logger.wandb.tags=[digits,smoke]"
-    overrides = [*short, "logger=default", tags, "trainer.max_epochs=2"]
-    return tmp_path, run_train(tmp_path, *overrides, env=AS_A_USER_SEES_IT)
+def trained_proc(real_run) -> tuple[Path, subprocess.CompletedProcess]:
+    """The suite's real `python train.py` run (conftest.real_run), read by several tests: 2
+    epochs of 3 batches on digits, CSV and offline W&B (logger=default), warnings shown.
+    Returns its folder and the finished process (its printed output)."""
+    return real_run.folder, real_run.proc
 
 
 @pytest.fixture(scope="module")

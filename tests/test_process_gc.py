@@ -11,7 +11,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import FAST, ROOT, TRAIN, train_env
+from conftest import ROOT, train_env
 
 
 def _python(code: str, tmp_path, *args: str) -> dict:
@@ -59,24 +59,10 @@ print(json.dumps(dict(default=default, untouched=untouched, deferred=deferred, f
     assert state["restored"] == state["default"]
 
 
-def test_train_py_run_freezes_its_imports_and_restores_the_collector(tmp_path):
-    # a real `train.py` run in one interpreter; the state is read after Hydra returns
-    state = _python(
-        """
-import gc, json, runpy, sys
-default = gc.get_threshold()
-sys.argv = sys.argv[1:]
-runpy.run_path(sys.argv[0], run_name="__main__")
-print(json.dumps(dict(default=default, frozen=gc.get_freeze_count(),
-                      threshold=gc.get_threshold())))
-""",
-        tmp_path,
-        str(TRAIN),
-        *FAST,
-        "debug=fast_dev_run",
-        "measure_cost=false",
-        "backbone.model_name=test_resnet",
-    )
+def test_train_py_run_freezes_its_imports_and_restores_the_collector(real_run):
+    # a real `train.py` run in one interpreter (the suite's shared one, conftest.real_run);
+    # the state is read after Hydra returns
+    state = real_run.gc
     assert state["frozen"] > 100_000
     assert state["threshold"] == state["default"]
 
