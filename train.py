@@ -15,11 +15,18 @@ import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from autotimm.app.resolvers import register_resolvers  # noqa: E402
+from autotimm.utils import trusted_targets  # noqa: E402
 
 register_resolvers()  # before Hydra composes: run dirs and paths use them
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+# execution_whitelist: the `_target_`s a config may call (autotimm.utils.TRUSTED_TARGETS)
+@hydra.main(
+    version_base="1.3",
+    config_path="conf",
+    config_name="config",
+    execution_whitelist=trusted_targets(),
+)
 def main(cfg: DictConfig) -> float | None:
     from autotimm.app.run import main as run  # imported here so --help stays fast
 

@@ -22,6 +22,39 @@ def import_object(dotted_path: str) -> Any:
         raise ValueError(f"Cannot import {dotted_path!r}: {exc}") from exc
 
 
+# The packages whose classes and functions autotimm's configs may name as `_target_`. Hydra
+# 1.4 asks every instantiate() for such a list (from 1.5 a target outside it is refused): a
+# config can name any importable function, so a trusted list says which code it may run.
+# Your own package: AUTOTIMM_TRUSTED_TARGETS="mypackage.*,other.module.Class".
+TRUSTED_TARGETS = (
+    "autotimm.*",
+    "timm.*",
+    "torch.*",
+    "torchvision.*",
+    "torchmetrics.*",
+    "lightning.*",
+    "optuna.*",
+    "hydra_plugins.*",
+    "wandb.*",
+)
+ENV_TRUSTED_TARGETS = "AUTOTIMM_TRUSTED_TARGETS"
+
+
+def trusted_targets() -> list[str]:
+    """TRUSTED_TARGETS and those of $AUTOTIMM_TRUSTED_TARGETS (comma-separated)."""
+    import os
+
+    extra = [t.strip() for t in os.environ.get(ENV_TRUSTED_TARGETS, "").split(",") if t.strip()]
+    return [*TRUSTED_TARGETS, *extra]
+
+
+def trusting_targets() -> Any:
+    """A context in which Hydra's instantiate() may call the trusted targets."""
+    from hydra.utils import execution_whitelist
+
+    return execution_whitelist(trusted_targets())
+
+
 def to_plain(value: Any) -> Any:
     """Turn OmegaConf containers (from Hydra) into plain dicts/lists; leave others alone."""
     try:

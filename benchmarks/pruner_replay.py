@@ -15,7 +15,7 @@ of the replayed sweep's completed trials against the unpruned best) before you s
 time on it. Exact for sequential trials (a pruned trial's curve up to its pruning is the
 unpruned one when runs are seeded); with `--parallel` > 1 the order of reports is an
 approximation of the real interleaving. Hyperband's brackets are the same in every run
-(autotimm's HyperbandPruner: a CRC-32 of the trial, not Python's salted `hash()`), and
+(Optuna keys them by a CRC-32 of the trial), and
 the same as in the sweep (the replayed study takes the sweep's study name). The last line is a
 JSON object.
 """

@@ -15,7 +15,7 @@ import pytest
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from autotimm.sweep.pruners import BestSoFarPruner, HyperbandPruner
+from autotimm.sweep.pruners import BestSoFarPruner
 from autotimm.sweep.sampling import (
     ATTR_ENQUEUED,
     build_sampler,
@@ -200,7 +200,7 @@ PRUNERS = {
     "median": optuna.pruners.MedianPruner,
     "percentile": optuna.pruners.PercentilePruner,
     "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
-    "hyperband": HyperbandPruner,  # Optuna's, with a bracket every process agrees on
+    "hyperband": optuna.pruners.HyperbandPruner,
     "threshold": optuna.pruners.ThresholdPruner,
     "patient": optuna.pruners.PatientPruner,
     "best_so_far": BestSoFarPruner,  # wraps successive halving

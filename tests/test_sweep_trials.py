@@ -105,7 +105,8 @@ def test_two_processes_asking_for_the_last_place_get_it_once(tmp_path):
     mine = first.ask()
     first.enqueue_trial({"x": 0.5})  # e.g. an interrupted trial's values
     theirs = second.ask()  # takes the queued values
-    assert theirs.number > mine.number and theirs.system_attrs["fixed_params"] == {"x": 0.5}
+    queued = second.get_trials()[theirs.number].system_attrs["fixed_params"]
+    assert theirs.number > mine.number and queued == {"x": 0.5}
     assert trials.within_n_trials(first, mine.number, 3)
     assert not trials.within_n_trials(second, theirs.number, 3)
     give_back(second, theirs)

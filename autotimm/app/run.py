@@ -163,6 +163,8 @@ def main(cfg: DictConfig) -> float | None:
     `train`; user errors print one short message in single runs."""
     from autotimm.app.run_wrapper import run_trial
     from autotimm.user_errors import user_errors_reported
+    from autotimm.utils import trusting_targets
 
-    with user_errors_reported():
+    # trusted here too: a launcher's worker process calls this without train.py's context
+    with user_errors_reported(), trusting_targets():
         return run_trial(train, cfg)

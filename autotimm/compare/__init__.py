@@ -24,7 +24,7 @@ stopped at; then failed, interrupted and unfinished ones.
 One module per job: `runs` (finding runs, reading their records through
 `autotimm.records.results`, their swept values), `ranking`, `rows` (the flat rows), `csv_out`,
 `table` (the terminal table), `plots`, `study` (the sweep's Optuna study, its front),
-`study_plots` (Optuna's plots; `optuna_compat` lets Optuna 2.10 draw on today's matplotlib),
+`study_plots` (Optuna's plots),
 `best_config`, `folds` (k-fold mean ± std), `cli` (`compare()` and the command).
 """
 

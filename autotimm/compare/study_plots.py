@@ -19,7 +19,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from autotimm.compare.optuna_compat import log10_axes, matplotlib_compat
 from autotimm.compare.study import SweepStudy, slug
 
 HISTORY, IMPORTANCES, PARALLEL = "optuna_history", "optuna_importances", "optuna_parallel"
@@ -63,7 +62,7 @@ def _per_objective(sweep: SweepStudy, vis: Any, done: list[Any], params: set[str
             _Plot(
                 PARALLEL + suffix,
                 "parallel coordinates",
-                partial(_parallel, vis, sweep.study, **target),
+                partial(vis.plot_parallel_coordinate, sweep.study, **target),
                 no_trial or no_params,
             ),
         ]
@@ -71,18 +70,12 @@ def _per_objective(sweep: SweepStudy, vis: Any, done: list[Any], params: set[str
 
 
 def _importances(vis: Any, study: Any, **target: Any) -> Any:
-    """Optuna's importances plot, by mean decrease in impurity (seeded): Optuna 2.10's
-    default fANOVA evaluator fails under numpy 2 (it stores sklearn's tree values as arrays)."""
-    from optuna.importance import MeanDecreaseImpurityImportanceEvaluator
+    """Optuna's importances plot by its default evaluator (fANOVA), seeded: the same study
+    draws the same bars."""
+    from optuna.importance import FanovaImportanceEvaluator
 
-    evaluator = MeanDecreaseImpurityImportanceEvaluator(seed=0)
+    evaluator = FanovaImportanceEvaluator(seed=0)
     return vis.plot_param_importances(study, evaluator=evaluator, **target)
-
-
-def _parallel(vis: Any, study: Any, **target: Any) -> Any:
-    """Optuna's parallel coordinates, log parameters labelled in their own units."""
-    with log10_axes():
-        return vis.plot_parallel_coordinate(study, **target)
 
 
 def _value(trial: Any, index: int) -> float:
@@ -91,7 +84,7 @@ def _value(trial: Any, index: int) -> float:
 
 
 def _why_no_curves(sweep: SweepStudy) -> str:
-    if sweep.multi_objective:  # Trial.report raises in multi-objective studies (Optuna 2.10)
+    if sweep.multi_objective:  # Optuna: Trial.report is not supported for multi-objective
         return "trials of a multi-objective study report no intermediate values"
     return "no trial reported intermediate values (the sweep ran without a pruner)"
 
@@ -136,8 +129,9 @@ def _save(plot: _Plot, path: Path) -> None:
 
     before = set(plt.get_fignums())
     # rc_context: Optuna switches to the ggplot style, which must not leak into compare.png
-    with matplotlib.rc_context(), warnings.catch_warnings(), matplotlib_compat():
-        warnings.simplefilter("ignore", ExperimentalWarning)  # matplotlib plots are new in 2.10
+    with matplotlib.rc_context(), warnings.catch_warnings():
+        # Optuna still marks its matplotlib plots experimental: a warning per plot otherwise
+        warnings.simplefilter("ignore", ExperimentalWarning)
         # matplotlib's remarks on Optuna's axes (one trial: "identical low and high ylims")
         warnings.filterwarnings("ignore", category=UserWarning, module=r"optuna\.")
         try:

@@ -280,7 +280,7 @@ def plan_for_sweep(config: Any) -> DevicePlan:
 
 def _set_launcher_jobs(config: Any, plan: DevicePlan) -> None:
     """The joblib launcher's `n_jobs` (-1 by default) follows the plan: one key decides."""
-    from omegaconf import OmegaConf, open_dict
+    from omegaconf import OmegaConf, open_dict, read_write
 
     current = OmegaConf.select(config, "hydra.launcher.n_jobs")
     if current is None or plan.launcher != JOBLIB:
@@ -291,8 +291,16 @@ def _set_launcher_jobs(config: Any, plan: DevicePlan) -> None:
             current,
             plan.n_jobs,
         )
-    with open_dict(config):
+    # Hydra 1.4 hands the sweeper a read-only `hydra` node, and composes each trial's config
+    # again from the `hydra.overrides.hydra` list, refusing one whose launcher differs: the
+    # value goes in both
+    setting = f"hydra.launcher.n_jobs={plan.n_jobs}"
+    with read_write(config.hydra), open_dict(config.hydra):
         config.hydra.launcher.n_jobs = plan.n_jobs
+        given = [
+            o for o in config.hydra.overrides.hydra if not o.startswith("hydra.launcher.n_jobs=")
+        ]
+        config.hydra.overrides.hydra = [*given, setting]
 
 
 def device_description() -> dict[str, Any]:

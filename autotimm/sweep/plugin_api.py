@@ -4,7 +4,7 @@ autotimm's sweepers reuse internals their packages do not promise to keep:
 hydra-optuna-sweeper's search-space parsing and trial suggestion (`_impl`), the joblib
 launcher's job function (`_core.execute_job`), Hydra's basic sweeper and launcher and its
 file config source (`hydra._internal`), a failed job's exception (`JobReturn._return_value`),
-and Optuna's storage and trial ids (optuna 2.10 has no public accessor for either).
+and a study's storage object (Optuna has no public accessor for it).
 One job or task per trial reuses the optional launcher plugins' job functions (the
 submitit launcher's callable, the Ray launcher's `launch_job_on_ray`): `PLUGIN_SIGNATURES`.
 
@@ -45,19 +45,19 @@ SIGNATURES: dict[str, tuple[str, ...]] = {
         "n_trials",
         "n_jobs",
         "max_failure_rate",
-        "search_space",
         "custom_search_space",
         "params",
     ),
     f"{_OPTUNA_IMPL}:OptunaSweeperImpl._process_searchspace_config": ("self",),
     f"{_OPTUNA_IMPL}:OptunaSweeperImpl._parse_sweeper_params_config": ("self",),
     f"{_OPTUNA_IMPL}:OptunaSweeperImpl._get_directions": ("self",),
-    f"{_OPTUNA_IMPL}:OptunaSweeperImpl._to_grid_sampler_choices": ("self", "distribution"),
+    f"{_OPTUNA_IMPL}:OptunaSweeperImpl._to_grid_sampler_choices": ("distribution",),
     f"{_OPTUNA_IMPL}:OptunaSweeperImpl._configure_trials": (
         "self",
         "trials",
         "search_space_distributions",
         "fixed_params",
+        "fixed_overrides",
     ),
     f"{_OPTUNA_IMPL}:create_params_from_overrides": ("arguments",),
     f"{_JOBLIB_CORE}:execute_job": (
@@ -66,7 +66,9 @@ SIGNATURES: dict[str, tuple[str, ...]] = {
         "hydra_context",
         "config",
         "task_function",
+        "task_function_unwrap_depth",
         "singleton_state",
+        "wrap_result",
     ),
     f"{_BASIC_SWEEPER}:BasicSweeper.__init__": ("self", "max_batch_size", "params"),
     f"{_BASIC_SWEEPER}:BasicSweeper.setup": ("self", "hydra_context", "task_function", "config"),
@@ -78,7 +80,7 @@ SIGNATURES: dict[str, tuple[str, ...]] = {
     f"{_FILE_SOURCE}:FileConfigSource.is_config": ("self", "config_path"),
     f"{_FILE_SOURCE}:FileConfigSource.list": ("self", "config_path", "results_filter"),
     "optuna.storages:BaseStorage.set_trial_user_attr": ("self", "trial_id", "key", "value"),
-    "optuna.storages:BaseStorage.set_trial_state": ("self", "trial_id", "state"),
+    "optuna.storages:BaseStorage.set_trial_state_values": ("self", "trial_id", "state", "values"),
 }
 
 
@@ -121,18 +123,15 @@ def attribute_problems() -> list[str]:
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "new study created" in the log
     try:
         study = optuna.create_study()
-        trial = study.ask()
     finally:
         optuna.logging.set_verbosity(verbosity)
     checks = {
         "optuna.Study._storage": hasattr(study, "_storage"),
-        "optuna.Trial._trial_id": hasattr(trial, "_trial_id"),
-        "optuna.trial.FrozenTrial._trial_id": hasattr(study.trials[0], "_trial_id"),
     }
     impl = _locate(f"{_OPTUNA_IMPL}:OptunaSweeperImpl")(
-        None, "minimize", None, None, 1, 1, 0.0, None, None, None
+        None, "minimize", None, None, 1, 1, 0.0, None, None
     )
-    for name in ("search_space_distributions", "custom_search_space_extender", "params"):
+    for name in ("custom_search_space_extender", "params"):
         checks[f"OptunaSweeperImpl.{name}"] = hasattr(impl, name)
     checks["BasicSweeper.launcher"] = hasattr(basic_sweeper_class()(None), "launcher")
     launcher = _locate("hydra_plugins.hydra_joblib_launcher.joblib_launcher:JoblibLauncher")()
@@ -214,7 +213,9 @@ class JoblibJobs:
             launcher.hydra_context,
             launcher.config,
             launcher.task_function,
+            0,  # task_function_unwrap_depth: loky pickles the function itself
             self._singleton_state,
+            False,  # wrap_result: autotimm's task returns plain values
         )
 
 
@@ -225,7 +226,7 @@ class OptunaSearch:
     """hydra-optuna-sweeper's search space: parsing, directions, grid choices, suggestions.
 
     `settings` are the sweeper's config keys (sampler, direction, storage, study_name,
-    n_trials, max_failure_rate, search_space, custom_search_space, params).
+    n_trials, max_failure_rate, custom_search_space, params).
     """
 
     def __init__(self, settings: dict[str, Any], config: Any) -> None:
@@ -233,17 +234,16 @@ class OptunaSearch:
         # n_jobs sizes the plugin's own sweep loop, which autotimm does not run
         self._impl = impl_class(n_jobs=1, **settings)
         self._impl.config = config  # a custom_search_space function receives it
+        self._deletions: list[str] = []  # `~key` overrides, passed to every trial
 
     def space(self, arguments: Sequence[str]) -> tuple[dict[str, Any], dict[str, Any]]:
         """(distributions, fixed values) from `hydra.sweeper.params` and the command line."""
         impl = self._impl
         create_params_from_overrides = _locate(f"{_OPTUNA_IMPL}:create_params_from_overrides")
         impl._process_searchspace_config()
-        distributions, fixed = create_params_from_overrides(
+        distributions, fixed, self._deletions = create_params_from_overrides(
             [*impl._parse_sweeper_params_config(), *arguments]
         )
-        if impl.search_space_distributions:  # the deprecated hydra.sweeper.search_space
-            distributions = {**impl.search_space_distributions, **distributions}
         for name in fixed:
             distributions.pop(name, None)
         return distributions, fixed
@@ -259,7 +259,7 @@ class OptunaSearch:
 
     def suggest(self, trial: Any, distributions: dict[str, Any]) -> list[str]:
         """Sample the trial's values; its overrides (`name=value`)."""
-        (overrides,) = self._impl._configure_trials([trial], distributions, {})
+        (overrides,) = self._impl._configure_trials([trial], distributions, {}, self._deletions)
         return list(overrides)
 
 
@@ -272,15 +272,18 @@ def fail_trial(study: Any, trial: Any, attrs: dict[str, Any]) -> bool:
     False when the trial finished meanwhile or another process failed it first. A trial
     read back from the storage (FrozenTrial) has no public setter for user attributes, and
     the public `Study.tell` would run the sampler's after-trial hook for a trial this
-    process never sampled.
+    process never sampled. The study's storage object has no public accessor (a second one
+    from the URL would open a second connection pool).
     """
     from optuna.trial import TrialState
 
-    storage, trial_id = study._storage, trial._trial_id
+    storage = study._storage
+    study_id = storage.get_study_id_from_name(study.study_name)
+    trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
     try:
         for key, value in attrs.items():
             storage.set_trial_user_attr(trial_id, key, value)
-        return bool(storage.set_trial_state(trial_id, TrialState.FAIL))
+        return bool(storage.set_trial_state_values(trial_id, TrialState.FAIL))
     except RuntimeError:  # finished meanwhile
         return False
 

@@ -15,7 +15,6 @@ import socket
 import subprocess
 import threading
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -78,9 +77,7 @@ def recover_interrupted(study: optuna.Study) -> list[int]:
             continue  # finished meanwhile, or another sweep process recovered it first
         cancel_orphan_job(trial)
         if trial.params:
-            with warnings.catch_warnings():  # enqueue_trial is "experimental" in optuna 2.x
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                study.enqueue_trial(dict(trial.params))
+            study.enqueue_trial(dict(trial.params))
         recovered.append(trial.number)
     if recovered:
         log.warning(
@@ -111,13 +108,13 @@ def cancel_orphan_job(trial: FrozenTrial) -> None:
 def give_back(study: optuna.Study, trial: optuna.Trial) -> None:
     """Fail a trial asked beyond n_trials as surplus (it never ran and does not count);
     values queued for it (an interrupted trial's) are queued again."""
-    queued = trial.system_attrs.get("fixed_params")
+    # a live Trial has no public system attributes; its stored record does
+    (stored,) = [t for t in study.get_trials(deepcopy=False) if t.number == trial.number]
+    queued = stored.system_attrs.get("fixed_params")  # Optuna's key for enqueued values
     attrs = {ATTR_FAILURE: SURPLUS, ATTR_SURPLUS: True}
     plugin_api.fail_trial(study, trial, attrs)
     if queued:
-        with warnings.catch_warnings():  # enqueue_trial is "experimental" in optuna 2.x
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study.enqueue_trial(dict(queued))
+        study.enqueue_trial(dict(queued))
     log.info(
         "Trial %d: not run, the study has its n_trials (another sweep process "
         "asked for the last place at the same moment)",

@@ -101,9 +101,7 @@ def enqueue(
         key = json.dumps(params, sort_keys=True, default=str)
         if not params or key in done:
             continue
-        with warnings.catch_warnings():  # enqueue_trial is "experimental" in optuna 2.x
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study.enqueue_trial(params)
+        study.enqueue_trial(params)
         done.add(key)
         queued.append(params)
     if queued:

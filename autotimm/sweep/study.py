@@ -88,7 +88,6 @@ class StudySweeper:
         study_name: str | None,
         n_trials: int,
         max_failure_rate: float,
-        search_space: DictConfig | None,
         custom_search_space: str | None,
         params: DictConfig | None,
         pruner: Any = None,
@@ -105,11 +104,13 @@ class StudySweeper:
             study_name=study_name,
             n_trials=n_trials,
             max_failure_rate=max_failure_rate,
-            search_space=search_space,
             custom_search_space=custom_search_space,
             params=params,
         )
-        self.sampler = sampler
+        # Hydra 1.4 builds a sweeper with _recursive_=False: the sampler and pruner come as
+        # their config nodes
+        self.sampler = _built(sampler)
+        pruner = _built(pruner)
         # trials report to their own trial through the storage (autotimm.sweep.pruning); the
         # sweeper's study needs the same pruner only for Optuna's own bookkeeping
         self.pruner = pruner if pruner is not None else optuna.pruners.NopPruner()
@@ -350,3 +351,13 @@ def _tell(study: optuna.Study, trial: optuna.Trial, value: float | None, state: 
         # GridSampler calls study.stop() once the grid is done; the trial is stored anyway
         if "Study.stop" not in str(exc):
             raise
+
+
+def _built(node: Any) -> Any:
+    """A `_target_` node built (a grid sampler's `_partial_` node as its partial); other
+    values as they are."""
+    from hydra.utils import instantiate
+
+    if isinstance(node, DictConfig) and "_target_" in node:
+        return instantiate(node)
+    return node

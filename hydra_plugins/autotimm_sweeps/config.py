@@ -29,7 +29,6 @@ class AutotimmOptunaSweeperConf:
     study_name: str | None = None
     n_trials: int = 20  # the study's finished trials to reach (a rerun continues)
     max_failure_rate: float = 0.0  # stop once more than this fraction of trials failed
-    search_space: dict[str, Any] | None = None  # deprecated by hydra-optuna-sweeper: params
     params: dict[str, str] | None = None
     custom_search_space: str | None = None
 
@@ -39,4 +38,5 @@ ConfigStore.instance().store(
     name="autotimm_optuna_schema",
     node=AutotimmOptunaSweeperConf,
     provider="autotimm",
+    replace=True,  # Hydra's plugin scan executes this module a second time
 )

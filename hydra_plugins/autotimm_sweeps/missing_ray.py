@@ -46,4 +46,5 @@ if find_spec(RAY_PLUGIN) is None:
             "ray": {"init": {"address": None}, "remote": {}},
         },
         provider="autotimm",
+        replace=True,  # Hydra's plugin scan imports this module a second time
     )

@@ -30,7 +30,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     "${missing[@]}" >/dev/null
 fi
 
-if ! "$PY" -c "import ray, psycopg2, hydra_plugins.hydra_ray_launcher" 2>/dev/null; then
+if ! "$PY" -c "import ray, psycopg, hydra_plugins.hydra_ray_launcher" 2>/dev/null; then
   echo "installing the ray and postgres extras into $(dirname "$(dirname "$PY")")"
   "$PY" -m pip install --quiet -e ".[dev,ray,postgres]"
 fi
