@@ -1,8 +1,9 @@
 """The Optuna study behind a sweep folder, and the trials on its Pareto front.
 
 A sweep folder (`outputs/sweeps/<name>/`) holds `optimization_results.yaml`, which names
-the study (`study_name`, `storage`), and, for SQLite sweeps, `study.db`. A storage URL with
-a password is written masked, so such studies are opened with `--storage URL`.
+the study (`study_name`, `storage`), and, when the study is a file there, `study.journal`
+(the default) or `study.db` (SQLite). A storage URL with a password is written masked, so
+such studies are opened with `--storage URL`.
 
 optuna is imported only when a study is opened (`import autotimm.compare` stays light).
 """
@@ -16,16 +17,14 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from autotimm.sweep.storage import masked
+from autotimm.sweep.storage import STUDY_FILES, local_study, masked, open_storage, storage_file
 from autotimm.user_errors import UserError
 
 if TYPE_CHECKING:
     import optuna
 
 SUMMARY_FILE = "optimization_results.yaml"
-STUDY_DB = "study.db"
 MASK = "***"  # how SQLAlchemy (autotimm.sweep.storage.masked) writes a password
-SQLITE = "sqlite:///"
 
 
 class StudyError(UserError):
@@ -62,16 +61,9 @@ def _read_summary(folder: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _sqlite_file(url: str) -> Path | None:
-    """The database file of a SQLite URL (None: another storage, or in memory)."""
-    if not url.startswith(SQLITE) or url[len(SQLITE) :] in ("", ":memory:"):
-        return None
-    return Path(url[len(SQLITE) :]).expanduser()
-
-
 def _stored_url(folder: Path, summary: dict[str, Any]) -> tuple[str | None, str | None]:
     """(the storage to open, None) from the sweep folder, or (None, why there is none)."""
-    local = folder / STUDY_DB
+    local = local_study(folder)
     url = summary.get("storage")
     if isinstance(url, str) and url:
         if MASK in url:
@@ -79,33 +71,32 @@ def _stored_url(folder: Path, summary: dict[str, Any]) -> tuple[str | None, str 
                 f"the study's storage {url} hides its password: "
                 "pass --storage URL for the Optuna plots"
             )
-        database = _sqlite_file(url)
+        database = storage_file(url)
         if database is None or database.is_file():
             return url, None
-        if local.is_file():  # the sweep folder was moved or copied, its database with it
-            return f"{SQLITE}{local}", None
-        return None, f"no Optuna plots: the study's database {database} is gone"
-    if local.is_file():
-        return f"{SQLITE}{local}", None
-    return (
-        None,
-        f"no Optuna plots: no study in {folder} (no {SUMMARY_FILE} naming one, no {STUDY_DB})",
-    )
+        if local:  # the sweep folder was moved or copied, its study file with it
+            return local, None
+        return None, f"no Optuna plots: the study's file {database} is gone"
+    if local:
+        return local, None
+    files = " or ".join(STUDY_FILES)
+    return None, f"no Optuna plots: no study in {folder} (no {SUMMARY_FILE} naming one, no {files})"
 
 
 def _load(url: str, name: str | None) -> optuna.Study:
     """Open the study; StudyError (naming the storage and the studies in it) when it fails."""
     import optuna
 
-    database = _sqlite_file(url)
+    database = storage_file(url)
     if database is not None and not database.is_file():  # opening it would create it
-        raise StudyError(f"no study database at {database} (storage {url})")
+        raise StudyError(f"no study file at {database} (storage {url})")
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "trying to load" chatter
     try:
-        return optuna.load_study(study_name=name, storage=url)
+        storage = open_storage(url)
+        return optuna.load_study(study_name=name, storage=storage)
     except KeyError:
-        names = [s.study_name for s in optuna.get_all_study_summaries(url)]
+        names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
         raise StudyError(f"no study {name!r} in {masked(url)}; studies there: {names}") from None
     except Exception as exc:  # SQLAlchemy and driver errors: bad URL, server down, ...
         raise StudyError(f"cannot open a study in {masked(url)}: {exc}") from exc

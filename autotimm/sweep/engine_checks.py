@@ -38,8 +38,9 @@ class SweepSetupError(UserError):
 
 
 def check_storage(storage: Any) -> None:
-    """Connect once to a database storage (not SQLite): a clear error when it cannot."""
-    if not isinstance(storage, str) or storage.startswith("sqlite:"):
+    """Connect once to a database storage (not a journal file or SQLite): a clear error
+    when it cannot."""
+    if not isinstance(storage, str) or storage.startswith(("sqlite:", "journal:")):
         return
     import sqlalchemy
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError

@@ -29,13 +29,16 @@ class TrialHandle:
     def __init__(self, storage: str, study_name: str, number: int, pruner: Any) -> None:
         import optuna
 
+        from autotimm.sweep.storage import open_storage
+
+        backend = open_storage(storage)
         self.study = optuna.load_study(
             study_name=study_name,
-            storage=storage,
+            storage=backend,
             pruner=pruner,
             sampler=optuna.samplers.RandomSampler(),  # never samples here; cheap to build
         )
-        backend = optuna.storages.get_storage(storage)
+        backend = optuna.storages.get_storage(backend)
         study_id = backend.get_study_id_from_name(study_name)
         trial_id = backend.get_trial_id_from_study_id_trial_number(study_id, number)
         self.trial = optuna.trial.Trial(self.study, trial_id)
@@ -96,11 +99,12 @@ def pruning_callback(cfg: Any) -> OptunaPruning | None:
         return None  # Optuna prunes single-objective studies only
     sweeper = hydra_config().sweeper
     pruner = OmegaConf.select(sweeper, "pruner")
-    storage = OmegaConf.select(sweeper, "storage")
-    if pruner is None or pruner.get("_target_") in (None, PRUNER_OFF) or not storage:
+    if pruner is None or pruner.get("_target_") in (None, PRUNER_OFF):
         return None
-    from autotimm.sweep.storage import absolute_storage
+    from autotimm.sweep.storage import absolute_storage, sweep_storage
 
+    # the sweeper's storage: the configured one, or the journal file in the sweep directory
+    storage = sweep_storage(OmegaConf.select(sweeper, "storage"), hydra_config().sweep.dir)
     handle = TrialHandle(
         absolute_storage(storage), str(sweeper.study_name), int(sweep.trial), instantiate(pruner)
     )

@@ -123,35 +123,37 @@ def top_trials(source: optuna.Study, k: int) -> list[dict[str, Any]]:
 
 
 def source_study(source: str, storage: Any) -> optuna.Study:
-    """`sweep.warm_start_from`: a sweep directory (its study.db) or a study on `storage`."""
+    """`sweep.warm_start_from`: a sweep directory (its study file) or a study on `storage`."""
     from pathlib import Path
 
     from autotimm.sweep.engine_checks import SweepSetupError  # one line, no traceback
-    from autotimm.sweep.storage import masked
+    from autotimm.sweep.storage import STUDY_FILES, local_study, masked, open_storage
 
     folder = Path(str(source)).expanduser()
     if folder.is_dir():
-        database = folder / "study.db"
-        if not database.is_file():
+        url = local_study(folder)
+        if url is None:
             raise SweepSetupError(
-                f"sweep.warm_start_from={source}: that folder has no study.db; give a sweep "
-                "directory (outputs/sweeps/<name>) or a study name on this sweep's storage"
+                f"sweep.warm_start_from={source}: that folder has no study file "
+                f"({' or '.join(STUDY_FILES)}); give a sweep directory "
+                "(outputs/sweeps/<name>) or a study name on this sweep's storage"
             )
-        url = f"sqlite:///{database.resolve()}"
-        names = [s.study_name for s in optuna.get_all_study_summaries(url)]
+        opened = open_storage(url)
+        names = [s.study_name for s in optuna.get_all_study_summaries(opened)]
         if len(names) != 1:
             raise SweepSetupError(
-                f"sweep.warm_start_from={source}: {database} holds studies {names}; "
+                f"sweep.warm_start_from={source}: {url} holds studies {names}; "
                 "name one of them (sweep.warm_start_from=<study name>) with its storage"
             )
-        return optuna.load_study(study_name=names[0], storage=url)
-    names = [s.study_name for s in optuna.get_all_study_summaries(storage)] if storage else []
+        return optuna.load_study(study_name=names[0], storage=opened)
+    opened = open_storage(storage)
+    names = [s.study_name for s in optuna.get_all_study_summaries(opened)] if storage else []
     if str(source) not in names:
         raise SweepSetupError(
             f"sweep.warm_start_from={source!r} is neither a sweep directory nor a study on "
             f"{masked(storage)}; studies there: {names}"
         )
-    return optuna.load_study(study_name=str(source), storage=storage)
+    return optuna.load_study(study_name=str(source), storage=opened)
 
 
 def warm_start(

@@ -4,9 +4,10 @@
 `optimization_results.yaml`) and reuses its search-space parsing (through
 autotimm.sweep.plugin_api), with autotimm's study handling:
 
-- storage: the study lives in an RDB (SQLite under `outputs/sweeps/<name>/study.db` by
-  default, a PostgreSQL URL for several machines); relative SQLite paths are made
-  absolute (autotimm.sweep.storage).
+- storage: the study lives in a journal file in the sweep directory by default (safe on a
+  shared filesystem, no database server), or where `hydra.sweeper.storage` says
+  (`journal:PATH`, SQLite, PostgreSQL); relative paths are made absolute
+  (autotimm.sweep.storage).
 - continue up to `n_trials`: re-running the same command counts the study's finished
   trials and runs only the missing ones (hydra-optuna-sweeper would add n_trials more).
   Several sweep processes on one study (PostgreSQL) end with exactly n_trials: each asks
@@ -56,7 +57,7 @@ from autotimm.sweep.launchers import make_runner
 from autotimm.sweep.recovery import Heartbeat, give_back, recover_interrupted
 from autotimm.sweep.runners import Outcome, Runner
 from autotimm.sweep.sampling import NSGA2, TPE, build_sampler, sampler_for_trial, warm_start
-from autotimm.sweep.storage import absolute_storage, masked
+from autotimm.sweep.storage import absolute_storage, masked, open_storage, sweep_storage
 from autotimm.sweep.summary import write_summary
 from autotimm.sweep.trials import (
     ATTR_FAILURE,
@@ -171,7 +172,7 @@ class StudySweeper:
             self.sampler = build_sampler(self.sampler_config, self.plan.n_jobs)
         self.is_grid = is_grid
         # before the study is touched: can the storage and the engine be reached
-        self.storage = absolute_storage(self.storage)
+        self.storage = absolute_storage(sweep_storage(self.storage, self.sweep_dir))
         check_storage(self.storage)
         runner = make_runner(self.plan, self.launcher)
         try:
@@ -203,14 +204,9 @@ class StudySweeper:
                 f"hydra.sweeper.direction={directions} does not match optimized_metric="
                 f"{self.objective_names}; leave the direction to follow optimized_mode"
             )
-        if self.storage is None:
-            log.warning(
-                "no storage: the study lives in memory and cannot be continued; set "
-                "hydra.sweeper.storage (the sweeps/ configs use SQLite under outputs/)"
-            )
         study = optuna.create_study(
             study_name=self.study_name,
-            storage=self.storage,
+            storage=open_storage(self.storage),
             sampler=self.sampler,
             pruner=self.pruner,
             directions=directions,

@@ -25,7 +25,8 @@ class AutotimmOptunaSweeperConf:
     # patient|best_so_far
     pruner: Any = None
     direction: Any = "minimize"  # or maximize, or a list of them
-    storage: Any | None = None  # an RDB URL (sqlite:///..., postgresql://...)
+    # null: journal:<sweep dir>/study.journal; or journal:PATH, sqlite:///PATH, postgresql://...
+    storage: Any | None = None
     study_name: str | None = None
     n_trials: int = 20  # the study's finished trials to reach (a rerun continues)
     max_failure_rate: float = 0.0  # stop once more than this fraction of trials failed
