@@ -26,6 +26,7 @@ from autotimm.records.results import (
     record_path,
     write_record,
 )
+from autotimm.sweep.storage import open_storage
 from tests.conftest import TRAIN, train_env
 
 TRIALS = [  # trial, lr, mixup, objective (None: failed), status
@@ -301,16 +302,20 @@ def _curve(trial) -> float:
     return quality
 
 
-def make_study(folder: Path, n_trials: int = 12, directions=None, pruner=True) -> str:
-    """A real Optuna study on SQLite in `folder` (study.db) and its optimization_results.yaml."""
+def make_study(
+    folder: Path, n_trials: int = 12, directions=None, pruner=True, file="study.journal"
+) -> str:
+    """A real Optuna study in `folder` (a sweep's default journal file, or SQLite's
+    study.db) and its optimization_results.yaml."""
     import optuna
 
     folder.mkdir(parents=True, exist_ok=True)
-    storage = f"sqlite:///{folder / 'study.db'}"
+    kind = "journal:" if file.endswith(".journal") else "sqlite:///"
+    storage = f"{kind}{folder / file}"
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
         study_name="quick",
-        storage=storage,
+        storage=open_storage(storage),
         sampler=optuna.samplers.RandomSampler(seed=0),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
         if pruner
@@ -340,7 +345,7 @@ def study_runs(folder: Path, storage: str) -> None:
     """A run folder (a run record) for every finished trial of the study."""
     import optuna
 
-    study = optuna.load_study(study_name="quick", storage=storage)
+    study = optuna.load_study(study_name="quick", storage=open_storage(storage))
     for trial in study.trials:
         lr = trial.params["optimizer.lr"]
         if trial.state == optuna.trial.TrialState.PRUNED:
@@ -366,7 +371,9 @@ def test_sweep_folder_gets_optunas_plots(tmp_path, capsys, recwarn):
     storage = make_study(folder)
     import optuna
 
-    states = [t.state for t in optuna.load_study(study_name="quick", storage=storage).trials]
+    states = [
+        t.state for t in optuna.load_study(study_name="quick", storage=open_storage(storage)).trials
+    ]
     assert optuna.trial.TrialState.PRUNED in states  # the intermediate plot shows pruned curves
     study_runs(folder, storage)
 
@@ -399,7 +406,7 @@ def test_plots_optuna_cannot_draw_are_skipped_with_a_note(tmp_path, capsys):
     import optuna
 
     storage = make_study(folder, n_trials=0)
-    study = optuna.load_study(study_name="quick", storage=storage)
+    study = optuna.load_study(study_name="quick", storage=open_storage(storage))
     trial = study.ask({"optimizer.lr": optuna.distributions.LogUniformDistribution(1e-4, 1)})
     study.tell(trial, 0.7)  # one completed trial, nothing reported along the way
     make_run(folder, 0, trial.params["optimizer.lr"], 0.0, 0.7, "completed")
@@ -444,7 +451,7 @@ def test_multi_objective_study_draws_the_front_and_marks_it(tmp_path, capsys):
     study_runs(folder, storage)
     import optuna
 
-    study = optuna.load_study(study_name="quick", storage=storage)
+    study = optuna.load_study(study_name="quick", storage=open_storage(storage))
     front = {str(t.number) for t in study.best_trials}
     assert 0 < len(front) < 10
 
@@ -484,7 +491,7 @@ def test_folder_of_runs_without_a_study_says_so(sweep_folder, capsys):
 
 def test_masked_storage_needs_the_storage_option(tmp_path, capsys):
     folder = tmp_path / "sweeps" / "quick"
-    storage = make_study(folder, n_trials=6)
+    storage = make_study(folder, n_trials=6, file="study.db")
     study_runs(folder, storage)
     (folder / "study.db").rename(tmp_path / "elsewhere.db")  # as on a PostgreSQL server
     summary = {"name": "optuna", "study_name": "quick", "storage": "postgresql://u:***@db/s"}
@@ -512,7 +519,8 @@ def test_moved_sweep_folder_opens_its_own_study_db(tmp_path):
 @pytest.mark.parametrize(
     ("storage", "message"),
     [
-        ("sqlite:///{tmp}/missing.db", "no study database at"),
+        ("sqlite:///{tmp}/missing.db", "no study file at"),
+        ("journal:{tmp}/missing.journal", "no study file at"),
         ("nosuchdb://host/x", "cannot open a study in nosuchdb://host/x"),
         ("sqlite:///{tmp}/other.db", "no study 'quick' in sqlite:///"),
     ],

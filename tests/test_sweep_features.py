@@ -24,6 +24,7 @@ from autotimm.sweep.sampling import (
     trial_seed,
     warm_start,
 )
+from autotimm.sweep.storage import open_storage
 from tests.conftest import ROOT
 
 TPE = {"_target_": "optuna.samplers.TPESampler", "seed": 42, "constant_liar": None}
@@ -150,9 +151,9 @@ def test_enqueued_configurations_run_first_once(tmp_path, caplog):
 def _source_sweep(tmp_path):
     folder = tmp_path / "sweeps" / "small"
     folder.mkdir(parents=True)
-    source = optuna.create_study(
-        study_name="small", storage=f"sqlite:///{folder / 'study.db'}", direction="maximize"
-    )
+    # a sweep folder's default storage: its journal file
+    storage = open_storage(f"journal:{folder / 'study.journal'}")
+    source = optuna.create_study(study_name="small", storage=storage, direction="maximize")
     for lr, value in [(1e-4, 0.5), (1e-3, 0.9), (1e-2, 0.7), (1e-1, 0.1)]:
         source.add_trial(
             optuna.trial.create_trial(
@@ -174,8 +175,10 @@ def test_warm_start_runs_the_other_studys_best_trials_first(tmp_path):
         study.tell(trial, 0.0)
     assert drawn == [1e-3, 1e-2]  # best first
     # by study name on the same storage
-    storage = f"sqlite:///{folder / 'study.db'}"
-    other = optuna.create_study(study_name="other", storage=storage, direction="maximize")
+    storage = f"journal:{folder / 'study.journal'}"
+    other = optuna.create_study(
+        study_name="other", storage=open_storage(storage), direction="maximize"
+    )
     assert (
         warm_start(
             other, {"warm_start_from": "small", "warm_start_top_k": 1}, storage, ["optimizer.lr"]
@@ -191,7 +194,7 @@ def test_warm_start_from_a_bad_source_names_it(tmp_path):
         warm_start(study, {"warm_start_from": "nope"}, storage, ["optimizer.lr"])
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(ValueError, match="has no study.db"):
+    with pytest.raises(ValueError, match=r"has no study file \(study.journal or study.db\)"):
         warm_start(study, {"warm_start_from": str(empty)}, storage, ["optimizer.lr"])
 
 

@@ -78,8 +78,10 @@ def sweep_dir(tmp_path: Path, name: str) -> Path:
 def load_study(folder: Path, name: str):
     import optuna
 
+    from autotimm.sweep.storage import local_study, open_storage
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return optuna.load_study(study_name=name, storage=f"sqlite:///{folder / 'study.db'}")
+    return optuna.load_study(study_name=name, storage=open_storage(local_study(folder)))
 
 
 def trial_results(folder: Path) -> dict[int, dict]:
@@ -130,7 +132,7 @@ def test_sweeps_compose_from_another_folder(tmp_path, compose, monkeypatch, trai
     assert sweeper["sampler"]["_target_"] == "optuna.samplers.TPESampler"
     assert sweeper["sampler"]["seed"] == "${seed}"
     assert sweeper["direction"] == "${autotimm.directions:${optimized_mode}}"
-    assert sweeper["storage"].startswith("sqlite:///${paths.output_dir}/sweeps/")
+    assert sweeper["storage"] is None  # a journal file in the sweep folder
     assert sweeper["n_trials"] >= 20
     params = sweeper["params"]
     assert params["optimizer.lr"].startswith("tag(log, interval(")
@@ -383,7 +385,7 @@ def test_optuna_sweep_continues_its_study_and_compares(tmp_path):
     assert summary["name"] == "optuna" and summary["study_name"] == "quick"
     assert set(summary["best_params"]) == set(SWEPT)
     assert summary["trials"]["complete"] == 2 and summary["failures"] == []
-    assert summary["storage"] == f"sqlite:///{folder / 'study.db'}"
+    assert summary["storage"] == f"journal:{folder / 'study.journal'}"
     study = load_study(folder, "quick")
     first = study.get_trials()
     assert [t.state.name for t in first] == ["COMPLETE"] * 2
