@@ -32,8 +32,28 @@ def find_user_error(exc: BaseException) -> BaseException | None:
             return seen
         if isinstance(seen, RuntimeError) and "could not be fetched offline" in str(seen):
             return seen
+        if "not in the Hydra execution whitelist" in str(seen):
+            return untrusted_target(seen)
         seen = seen.__cause__
     return None
+
+
+def untrusted_target(error: BaseException) -> UserError:
+    """Hydra's refusal of a `_target_` outside autotimm.utils.TRUSTED_TARGETS, with the way
+    to trust it (Hydra's own message asks for a code change)."""
+    import re
+
+    from autotimm.utils import ENV_TRUSTED_TARGETS
+
+    found = re.search(r"Target '([^']+)'", str(error))
+    target = found.group(1) if found else "?"
+    key = re.search(r"full_key: (\S+)", str(error))
+    package = target.rpartition(".")[0] or target
+    return UserError(
+        f"{key.group(1) + ': ' if key else ''}_target_ {target} is not among the targets "
+        f"autotimm's configs may call (autotimm.utils.TRUSTED_TARGETS); trust its package "
+        f"with {ENV_TRUSTED_TARGETS}='{package}.*' (comma-separated for several)"
+    )
 
 
 def print_user_error(error: BaseException) -> None:

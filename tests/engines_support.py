@@ -108,8 +108,10 @@ def wait_until(condition: Any, timeout: float, what: str, proc: subprocess.Popen
 def load_study(name: str, storage: str):
     import optuna
 
+    from autotimm.sweep.storage import open_storage
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return optuna.load_study(study_name=name, storage=storage)
+    return optuna.load_study(study_name=name, storage=open_storage(storage))
 
 
 def sacct_states(job_ids: list[str]) -> dict[str, str]:

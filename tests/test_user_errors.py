@@ -77,3 +77,26 @@ def test_one_wrapper_reads_hydra_full_error():
         str(p.relative_to(ROOT)) for p in paths if "HYDRA_FULL_ERROR" in _code_strings(p)
     )
     assert readers == ["autotimm/user_errors.py"]
+
+
+def test_an_untrusted_target_says_how_to_trust_it(monkeypatch):
+    """Hydra 1.4 refuses a `_target_` outside the trusted packages; the message names the
+    target and the environment variable that trusts its package."""
+    from hydra.utils import instantiate
+
+    from autotimm.user_errors import find_user_error
+    from autotimm.utils import trusted_targets, trusting_targets
+
+    node = {"callbacks": {"mine": {"_target_": "collections.OrderedDict"}}}
+    with trusting_targets(), pytest.raises(Exception) as info:
+        instantiate(node)
+    found = find_user_error(info.value)
+    assert str(found) == (
+        "callbacks.mine: _target_ collections.OrderedDict is not among the targets autotimm's "
+        "configs may call (autotimm.utils.TRUSTED_TARGETS); trust its package with "
+        "AUTOTIMM_TRUSTED_TARGETS='collections.*' (comma-separated for several)"
+    )
+    monkeypatch.setenv("AUTOTIMM_TRUSTED_TARGETS", "collections.*, mypkg.Thing")
+    assert trusted_targets()[-2:] == ["collections.*", "mypkg.Thing"]
+    with trusting_targets():
+        assert instantiate(node)["callbacks"]["mine"] == {}
