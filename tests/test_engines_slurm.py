@@ -58,6 +58,8 @@ def test_slurm_sweep_one_job_and_gpu_per_trial_asynchronous(tmp_path):
     output = finish(proc, tmp_path)
     assert proc.returncode == 0, output[-5000:]
     folder = sweep_dir(tmp_path, "quick")
+    # the default storage: a journal file in the sweep folder, written by the jobs' trials
+    assert (folder / "study.journal").is_file() and not (folder / "study.db").exists()
     study = load_study(folder, "quick")
     assert [t.state.name for t in study.get_trials()] == ["COMPLETE"] * 3
     env = {n: json.loads((folder / f"trial_{n:04d}" / "env.json").read_text()) for n in range(3)}
@@ -172,4 +174,4 @@ def test_a_request_slurm_refuses_fails_at_once_naming_it(tmp_path, overrides, re
     assert "SLURM refuses the trials' job request" in output and reason in output
     assert overrides[0] in output  # the request, as the user can change it
     assert "Traceback" not in output
-    assert not (sweep_dir(tmp_path, "quick") / "study.db").exists()
+    assert not (sweep_dir(tmp_path, "quick") / "study.journal").exists()
