@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test-data train test test-slow test-engines test-all lint format clean
+.PHONY: setup test-data train test test-py313 test-slow test-engines test-all lint format clean
 
 # The venv is rebuilt when pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -28,6 +28,19 @@ TEST_WORKERS ?= 2
 test: $(STAMP) test-data
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=15 $(PYTEST_ARGS)
 
+# the default suite again under Python 3.13, in its own venv (.venv313). PY313 is how to
+# start that interpreter (pyenv's shim refuses a bare python3.13 while another is global).
+PY313 ?= env PYENV_VERSION=3.13.0 python3.13
+VENV313 := .venv313
+$(VENV313)/.installed: pyproject.toml
+	test -x $(VENV313)/bin/python || $(PY313) -m venv $(VENV313)
+	$(VENV313)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV313)/bin/python -m pip install --quiet -e ".[dev]"
+	touch $@
+
+test-py313: $(VENV313)/.installed test-data
+	$(VENV313)/bin/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+
 # the long tests (e.g. the full default digits run), kept in CI
 test-slow: $(STAMP) test-data
 	$(PY) -m pytest -q -m slow $(PYTEST_ARGS)
@@ -49,4 +62,4 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(VENV313) .pytest_cache .ruff_cache

@@ -13,7 +13,7 @@ import logging
 import shlex
 import shutil
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -132,7 +132,7 @@ def card_text(run_dir: Path, record: RunRecord) -> str:
     """The card's markdown for a run and its record."""
     model, data, state = _checkpoint_parts(run_dir)
     backbone = (model.get("backbone") or {}).get("model_name", "model")
-    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [f"# Model card: {backbone} on {data.get('source', 'its data')}", ""]
     lines += [f"Run `{run_dir}` ({record.status}), card written {when}.", ""]
     lines += _data_section(data, state, record) + [""]
