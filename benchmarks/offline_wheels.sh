@@ -23,9 +23,8 @@ for tag in manylinux_2_28 manylinux_2_27 manylinux_2_24 manylinux_2_17 manylinux
 done
 "$PYTHON" -m pip download -q --no-deps --only-binary=:all: --python-version "$PYVER" \
   --implementation cp "${PLATFORMS[@]}" -d "$DEST" \
-  hydra-core==1.3.8 omegaconf==2.3.1 hydra-optuna-sweeper==1.3.0 hydra-joblib-launcher==1.2.0 \
-  optuna==2.10.1 "sqlalchemy>=1.4,<2" "alembic<1.14" mako colorlog cmaes greenlet timm==1.0.31
-# Hydra's grammar runtime is published as a source archive only (pure Python): build its wheel.
-"$PYTHON" -m pip wheel -q --no-deps -w "$DEST" antlr4-python3-runtime==4.9.3
+  hydra-core==1.4.0rc3 omegaconf==2.4.1rc2 hydra-optuna-sweeper==1.4.0rc3 \
+  hydra-joblib-launcher==1.4.0rc3 "joblib>=1.5.3" optuna==5.1.0 "sqlalchemy>=2" "alembic>=1.14" \
+  mako colorlog cmaes greenlet timm==1.0.31
 ls "$DEST"
 du -sh "$DEST"
