@@ -1,9 +1,12 @@
 """Does pruning find the same best model for less compute? The same seeded sweep twice.
+And which sampler finds the best model in 10, 20, 30 trials (--sampler several times)?
 
     python benchmarks/sweep_efficiency.py                  # defaults: about 12 min on 2 CPU cores
     python benchmarks/sweep_efficiency.py --pruner hyperband --trials 24
     python benchmarks/sweep_efficiency.py --pruner median --pruner-arg n_startup_trials=3
     python benchmarks/sweep_efficiency.py --tiny           # seconds-scale check (tests)
+    python benchmarks/sweep_efficiency.py --sampler tpe --sampler gp --sampler random \
+        --seed 7 --seed 11 --seed 13 --small              # samplers: about 40 min on 2 cores
 
 Runs `python train.py -m` twice on Fashion-MNIST (Debian's dataset-fashion-mnist, a
 seeded subset: 2,000 training and 2,000 validation images) with the same sampler seed and
@@ -21,6 +24,20 @@ run record and prints, per sweep, the best objective, the epochs trained in tota
 the wall time; the last line is a JSON object with `objective_gap` (best without pruning
 minus best with, in the direction of the objective) and `epochs_ratio` (epochs with
 pruning / without). Target: gap <= 0.01, ratio <= 0.5.
+
+Samplers (several --sampler, or --pruner none): one unpruned sweep per sampler and seed
+(--seed, repeatable), each of --trials trials (default: the largest of --at), on the same
+task and search space, all under one study name, so trial n of every sweep with one seed
+draws with the same per-trial seed: TPE's and GP's first 10 trials (their n_startup_trials)
+are the random sampler's very trials, and the samplers differ from trial 10 on. Reads each
+study's trials in the order they were asked and reports, per sampler and seed, the best
+objective after each of --at trials (10, 20, 30), and the median over the seeds; the last
+line is a JSON object with `best_after` (sampler -> seed -> trials -> best) and `median`
+(sampler -> trials -> median best). `tpe` and `gp` name the seeded presets (tpe_seeded,
+gp_seeded: constant liar for TPE with parallel trials); any other hydra/sweeper/sampler
+option runs as named. --small: the benchmark's task made cheap enough for 9 sweeps of 30
+trials on 2 cores (timm's test_resnet at 16 px, 1,000 training and 1,000 validation images,
+5 epochs: about 13 s a trial).
 """
 
 from __future__ import annotations
@@ -37,6 +54,9 @@ from typing import Any
 from common import ROOT, emit
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
+# --sampler tpe / gp: the seeded presets (conf/hydra/sweeper/sampler/*_seeded.yaml)
+SAMPLER_OPTIONS = {"tpe": "tpe_seeded", "gp": "gp_seeded"}
+DEFAULT_AT = "10,20,30"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -49,7 +69,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="KEY=VALUE",
         help="an argument of the pruner (repeatable), e.g. --pruner-arg n_startup_trials=2",
     )
-    p.add_argument("--trials", type=int, default=16)
+    p.add_argument(
+        "--trials",
+        type=int,
+        default=None,
+        help="trials per sweep (default: 16; comparing samplers: the largest of --at)",
+    )
     p.add_argument(
         "--jobs",
         type=int,
@@ -60,7 +85,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--limit", type=int, default=2000, help="images per split (seeded sample)")
     p.add_argument("--model", default="resnet10t", help="timm model name")
     p.add_argument("--image-size", type=int, default=28)
-    p.add_argument("--seed", type=int, default=7, help="the sampler's seed (both sweeps)")
+    p.add_argument(
+        "--seed",
+        type=int,
+        action="append",
+        default=None,
+        help="the sampler's seed (both sweeps; default 7); comparing samplers: repeatable, "
+        "every sampler runs once per seed",
+    )
     p.add_argument(
         "--lr",
         default="1e-5,1e-1",
@@ -81,10 +113,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--sampler",
-        default="random",
-        help="a hydra/sweeper/sampler option; random (default): both sweeps train the very "
-        "same learning rates, so the gap is what pruning alone costs; tpe_seeded: the "
-        "sweeps' later trials differ as TPE learns from different (pruned) histories",
+        action="append",
+        default=None,
+        help="a hydra/sweeper/sampler option (tpe, gp: the seeded presets); random "
+        "(default): both sweeps train the very same learning rates, so the gap is what "
+        "pruning alone costs; tpe: the sweeps' later trials differ as TPE learns from "
+        "different (pruned) histories. Several (--sampler tpe --sampler gp --sampler "
+        "random, or tpe,gp,random): compare the samplers, unpruned, instead",
+    )
+    p.add_argument(
+        "--at",
+        default=DEFAULT_AT,
+        metavar="N,N,...",
+        help="comparing samplers: report the best objective after these many trials",
+    )
+    p.add_argument(
+        "--small",
+        action="store_true",
+        help="the cheap task (test_resnet at 16 px, 1,000 images per split, 5 epochs), "
+        "unless --model/--image-size/--limit/--epochs say otherwise",
     )
     p.add_argument(
         "--warmup-epochs",
@@ -104,15 +151,45 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--tiny", action="store_true", help="a seconds-scale run (for tests)")
     p.add_argument("--out", default=None, help="append the JSON line to OUT/results.jsonl")
     p.add_argument("--work-dir", default=None, help="where the sweeps write (default: temp)")
+    given = set(argv if argv is not None else sys.argv[1:])
     args = p.parse_args(argv)
+    args.samplers = [name for value in args.sampler or ["random"] for name in value.split(",")]
+    args.seeds = args.seed or [7]
+    args.at = sorted({int(n) for n in str(args.at).split(",")})
+    args.compare = "samplers" if len(args.samplers) > 1 or args.pruner == "none" else "pruner"
+    if args.compare == "pruner" and len(args.seeds) > 1:
+        p.error("several --seed: only when comparing samplers (several --sampler)")
+    if args.small:  # what is not given on the command line
+        small = {"--model": "test_resnet", "--image-size": 16, "--limit": 1000, "--epochs": 5}
+        for option, value in small.items():
+            if not any(a == option or a.startswith(option + "=") for a in given):
+                setattr(args, option[2:].replace("-", "_"), value)
     if args.tiny:
         args.trials, args.epochs, args.limit, args.model = 3, 3, 64, "test_resnet"
         args.image_size, args.val_fraction = 16, None  # digits: its own split
         args.jobs = 1
+        if args.compare == "samplers":
+            args.at = [1, 2, 3]
+    if args.trials is None:
+        args.trials = max(args.at) if args.compare == "samplers" else 16
+    if args.compare == "samplers" and max(args.at) > args.trials:
+        p.error(f"--at {args.at} asks for more trials than --trials {args.trials}")
     return args
 
 
-def sweep_command(args: argparse.Namespace, name: str, pruner: str, out: Path) -> list[str]:
+def sampler_option(name: str) -> str:
+    """The hydra/sweeper/sampler option of a --sampler name (tpe, gp: the seeded presets)."""
+    return SAMPLER_OPTIONS.get(name, name)
+
+
+def sweep_command(
+    args: argparse.Namespace,
+    name: str,
+    pruner: str,
+    out: Path,
+    sampler: str | None = None,
+    seed: int | None = None,
+) -> list[str]:
     data = ["data=fashion_mnist"] if FASHION.is_dir() and not args.tiny else ["data=digits"]
     if args.val_fraction is not None:
         data.append(f"data.val_fraction={args.val_fraction}")
@@ -127,8 +204,8 @@ def sweep_command(args: argparse.Namespace, name: str, pruner: str, out: Path) -
         *(f"hydra.sweeper.pruner.{arg}" for arg in (args.pruner_arg if pruner != "none" else [])),
         f"hydra.sweeper.n_trials={args.trials}",
         f"sweep.n_jobs={args.jobs}",
-        f"hydra/sweeper/sampler={args.sampler}",
-        f"hydra.sweeper.sampler.seed={args.seed}",
+        f"hydra/sweeper/sampler={sampler_option(sampler or args.samplers[0])}",
+        f"hydra.sweeper.sampler.seed={args.seeds[0] if seed is None else seed}",
         f"hydra.sweeper.params={{optimizer.lr: 'tag(log, interval({low}, {high}))'}}",
         *data,
         f"data.limit={args.limit}",
@@ -176,11 +253,87 @@ def run_sweep(args: argparse.Namespace, pruner: str, work: Path) -> dict[str, An
     }
 
 
+def trial_values(folder: Path) -> tuple[list[float | None], str]:
+    """A sweep's objective values in the order its trials were asked (None: not complete),
+    and the objective's mode (max, min)."""
+    import optuna
+
+    from autotimm.sweep.storage import local_study, open_storage
+    from autotimm.sweep.trials import ATTR_SURPLUS
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = open_storage(local_study(folder))
+    (summary,) = optuna.get_all_study_summaries(storage)
+    study = optuna.load_study(study_name=summary.study_name, storage=storage)
+    values = [
+        t.value if t.state == optuna.trial.TrialState.COMPLETE else None
+        for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
+        if not t.user_attrs.get(ATTR_SURPLUS)  # asked beyond n_trials: never ran
+    ]
+    return values, "max" if study.direction == optuna.study.StudyDirection.MAXIMIZE else "min"
+
+
+def best_after(values: list[float | None], mode: str, at: list[int]) -> dict[str, float | None]:
+    """The best objective among the first n trials, for each n of `at`."""
+    pick = max if mode == "max" else min
+    best: dict[str, float | None] = {}
+    for n in at:
+        done = [v for v in values[:n] if v is not None]
+        best[str(n)] = round(pick(done), 4) if done and len(values) >= n else None
+    return best
+
+
+def compare_samplers(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """One unpruned sweep per sampler and seed; the best objective after each of --at."""
+    import statistics
+
+    name = "efficiency"  # one study name: trial n of every sweep draws with one seed
+    table: dict[str, dict[str, Any]] = {s: {} for s in args.samplers}
+    walls: dict[str, dict[str, float]] = {s: {} for s in args.samplers}
+    mode = "max"
+    for seed in args.seeds:
+        for sampler in args.samplers:
+            out = work / f"{sampler}-seed{seed}"
+            started = time.time()
+            command = sweep_command(args, name, "none", out, sampler=sampler, seed=seed)
+            proc = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+            wall = round(time.time() - started, 1)
+            if proc.returncode != 0:
+                sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-4000:])
+                raise SystemExit(f"the {sampler} sweep (seed {seed}) failed ({proc.returncode})")
+            values, mode = trial_values(out / "sweeps" / name)
+            table[sampler][str(seed)] = best_after(values, mode, args.at)
+            walls[sampler][str(seed)] = wall
+            cells = " ".join(f"@{n}={v}" for n, v in table[sampler][str(seed)].items())
+            print(f"sampler={sampler:<8} seed={seed:<4} {cells} wall={wall} s", flush=True)
+    median: dict[str, dict[str, float | None]] = {}
+    for sampler, by_seed in table.items():
+        median[sampler] = {}
+        for n in map(str, args.at):
+            found = [row[n] for row in by_seed.values() if row[n] is not None]
+            median[sampler][n] = round(statistics.median(found), 4) if found else None
+    print(f"median over seeds {args.seeds} (best is the {mode}imum):")
+    for sampler, row in median.items():
+        print(f"  {sampler:<8} " + " ".join(f"@{n}={v}" for n, v in row.items()))
+    result = {
+        "benchmark": "sweep_efficiency",
+        "compare": "samplers",
+        **settings(args),
+        "mode": mode,
+        "at": args.at,
+        "best_after": table,
+        "median": median,
+        "wall_s": walls,
+    }
+    emit(result, args.out)
+    return result
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="autotimm-sweep-eff-"))
-    if args.pruner == "none":
-        raise SystemExit("--pruner none: nothing to compare; choose a pruner")
+    if args.compare == "samplers":
+        return compare_samplers(args, work)
     plain = run_sweep(args, "none", work)
     if args.unpruned_only:
         print(f"replay it: python benchmarks/pruner_replay.py {work / 'none/sweeps/efficiency'}")
@@ -211,9 +364,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 def settings(args: argparse.Namespace) -> dict[str, Any]:
     """The set-up a JSON line was measured with."""
+    several = args.compare == "samplers"
     return {
-        "pruner": args.pruner,
-        "pruner_args": args.pruner_arg,
+        "pruner": "none" if several else args.pruner,  # samplers: unpruned sweeps
+        "pruner_args": [] if several else args.pruner_arg,
         "model": args.model,
         "trials": args.trials,
         "jobs": args.jobs,
@@ -221,8 +375,9 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
         "limit": args.limit,
         "val_fraction": args.val_fraction,
         "lr": args.lr,
-        "seed": args.seed,
-        "sampler": args.sampler,
+        **({"seeds": args.seeds} if several else {"seed": args.seeds[0]}),
+        **({"samplers": args.samplers} if several else {"sampler": args.samplers[0]}),
+        "sampler_options": [sampler_option(s) for s in args.samplers],
         "overrides": args.override,
         # torch's threads per trial (OMP_NUM_THREADS=1 is faster on a loaded machine)
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),

@@ -8,6 +8,10 @@
 - Constant liar: with several trials running at once, TPE is told about the ones still
   running (Optuna's `constant_liar`), so it does not propose near-duplicates of them.
   `constant_liar: null` in the sampler config means "on when trials run in parallel".
+  Only TPE takes the option: GPSampler counts running trials itself (q-batch EI), and
+  random, CMA-ES, QMC and NSGA-II/III are built as configured.
+- QMC keeps the one sampler the study was built with: its points are the seeded sequence
+  at the trial's index (kept in the study), which a new seed per trial would scatter.
 - Warm starts: `sweep.enqueue` (known configurations) and `sweep.warm_start_from` (the
   top-k completed trials of another study) run first, through `Study.enqueue_trial`.
 """
@@ -30,6 +34,8 @@ log = logging.getLogger(__name__)
 ATTR_ENQUEUED = "autotimm_enqueued"  # study user attribute: configurations already queued
 TPE = "optuna.samplers.TPESampler"
 NSGA2 = "optuna.samplers.NSGAIISampler"  # multi-objective sweeps
+CMAES = "optuna.samplers.CmaEsSampler"  # needs the cmaes package
+QMC = "optuna.samplers.QMCSampler"  # one seeded sequence for the whole study
 
 
 def trial_seed(seed: int, study_name: str | None, number: int) -> int:
@@ -48,6 +54,8 @@ def uses_constant_liar(sampler_config: DictConfig | None, n_jobs: int) -> bool |
 
 def build_sampler(sampler_config: DictConfig, n_jobs: int, seed: int | None = None) -> Any:
     """The configured sampler, with the constant-liar decision and (optionally) a seed."""
+    if sampler_config.get("_target_") == CMAES:
+        _check_cmaes()
     overrides: dict[str, Any] = {}
     liar = uses_constant_liar(sampler_config, n_jobs)
     if liar is not None:
@@ -65,8 +73,23 @@ def sampler_for_trial(
     """The sampler that draws trial `number`'s values (None: keep the study's sampler)."""
     if sampler_config is None or sampler_config.get("seed") is None:
         return None  # unseeded samplers are random anyway
+    if sampler_config.get("_target_") == QMC:
+        return None  # the study's QMC sampler: one sequence, the trial's index in it
     seed = trial_seed(int(sampler_config.seed), study_name, number)
     return build_sampler(sampler_config, n_jobs, seed)
+
+
+def _check_cmaes() -> None:
+    """CmaEsSampler imports `cmaes` only at its first model-based trial: say so up front."""
+    import importlib.util
+
+    if importlib.util.find_spec("cmaes") is None:
+        from autotimm.sweep.engine_checks import SweepSetupError  # one line, no traceback
+
+        raise SweepSetupError(
+            "hydra/sweeper/sampler=cmaes needs the cmaes package, which is not installed: "
+            "pip install cmaes (or choose another hydra/sweeper/sampler)"
+        )
 
 
 def flat_params(configuration: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
