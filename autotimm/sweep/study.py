@@ -50,6 +50,7 @@ from optuna.trial import TrialState
 
 from autotimm.records.objectives import objective_specs
 from autotimm.sweep import plugin_api
+from autotimm.sweep.dashboard import start_beside_sweep, trial_attributes
 from autotimm.sweep.devices import DevicePlan, plan_for_sweep
 from autotimm.sweep.engine_checks import check_storage
 from autotimm.sweep.identity import check_identity
@@ -177,6 +178,7 @@ class StudySweeper:
         runner = make_runner(self.plan, self.launcher)
         try:
             study = self._open_study(fixed=fixed)
+            start_beside_sweep(self.storage, self.sweep_settings, study.study_name)
             warm_start(study, self.sweep_settings, self.storage, distributions)
             self.sweep_dir.mkdir(parents=True, exist_ok=True)
             stopped = self._run_trials(study, runner, distributions, fixed)
@@ -324,6 +326,8 @@ class StudySweeper:
         trial = outcome.trial
         run_dir = trial.user_attrs[ATTR_RUN_DIR]
         value, reason = trial_value(outcome.ret, outcome.error, run_dir)
+        for key, shown in trial_attributes(run_dir, reason).items():  # for the dashboard
+            trial.set_user_attr(key, shown)
         if reason is None and was_pruned(run_dir):
             # the trial reported its intermediate values itself; Optuna keeps the last one
             _tell(study, trial, None, TrialState.PRUNED)
