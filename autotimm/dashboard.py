@@ -47,14 +47,14 @@ def _is_storage(target: str) -> bool:
 
 def _folder_storage(folder: Path, storage: str | None) -> tuple[str, str | None]:
     """(storage, study name) of a sweep folder, as `python -m autotimm.compare` finds them."""
-    from autotimm.compare.study import _read_summary, _stored_url
+    from autotimm.compare.study import read_summary, stored_storage
 
-    summary = _read_summary(folder)
+    summary = read_summary(folder)
     name = summary.get("study_name")
     name = name if isinstance(name, str) else None
     if storage is not None:
         return storage, name
-    url, note = _stored_url(folder, summary)
+    url, note = stored_storage(folder, summary)
     if url is None:
         raise DashboardError(str(note).removeprefix("no Optuna plots: "))
     return url, name

@@ -14,11 +14,15 @@ from tests.test_sweeps import TINIEST, sweep, sweep_dir
 
 
 def _study(tmp_path, name="lr_mixup_ls"):
+    """A study in the folder's journal file (where a sweep keeps it by default)."""
     import optuna
 
+    from autotimm.sweep.storage import open_storage
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    url = f"sqlite:///{tmp_path / 'study.db'}"
-    return optuna.create_study(study_name=name, storage=url, direction="maximize"), url
+    url = f"journal:{tmp_path / 'study.journal'}"
+    study = optuna.create_study(study_name=name, storage=open_storage(url), direction="maximize")
+    return study, url
 
 
 def test_a_study_keeps_the_fixed_settings_of_its_first_sweep(tmp_path):

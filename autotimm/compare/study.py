@@ -49,7 +49,7 @@ class SweepStudy:
         return sorted(t.number for t in self.study.best_trials)
 
 
-def _read_summary(folder: Path) -> dict[str, Any]:
+def read_summary(folder: Path) -> dict[str, Any]:
     """optimization_results.yaml as a mapping ({} when absent or not a mapping)."""
     path = folder / SUMMARY_FILE
     if not path.is_file():
@@ -61,7 +61,7 @@ def _read_summary(folder: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _stored_url(folder: Path, summary: dict[str, Any]) -> tuple[str | None, str | None]:
+def stored_storage(folder: Path, summary: dict[str, Any]) -> tuple[str | None, str | None]:
     """(the storage to open, None) from the sweep folder, or (None, why there is none)."""
     local = local_study(folder)
     url = summary.get("storage")
@@ -123,12 +123,12 @@ def open_study(
     `storage` (the command line's `--storage`) overrides the folder's; a study it names
     that cannot be opened is an error (StudyError), one the folder names is a note.
     """
-    summary = _read_summary(folder)
+    summary = read_summary(folder)
     name = summary.get("study_name") if isinstance(summary.get("study_name"), str) else None
     if storage is not None:
         study = _load(storage, name)
     else:
-        url, note = _stored_url(folder, summary)
+        url, note = stored_storage(folder, summary)
         if url is None:
             return None, note
         try:

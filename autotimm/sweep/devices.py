@@ -297,10 +297,10 @@ def _set_launcher_jobs(config: Any, plan: DevicePlan) -> None:
     setting = f"hydra.launcher.n_jobs={plan.n_jobs}"
     with read_write(config.hydra), open_dict(config.hydra):
         config.hydra.launcher.n_jobs = plan.n_jobs
-        given = [
-            o for o in config.hydra.overrides.hydra if not o.startswith("hydra.launcher.n_jobs=")
-        ]
-        config.hydra.overrides.hydra = [*given, setting]
+        overrides = OmegaConf.select(config, "hydra.overrides.hydra", default=None)
+        if overrides is not None:  # (a bare test config has none)
+            given = [o for o in overrides if not o.startswith("hydra.launcher.n_jobs=")]
+            config.hydra.overrides.hydra = [*given, setting]
 
 
 def device_description() -> dict[str, Any]:

@@ -41,6 +41,7 @@ NOT_IDENTITY = (
     "sweep.enqueue",
     "sweep.warm_start_from",
     "sweep.warm_start_top_k",
+    "sweep.dashboard",
 )
 DEFAULT = "(default)"
 
