@@ -374,11 +374,15 @@ class RayJobs:
     def start(self) -> None:
         """Start Ray here, or join the cluster at `ray.init.address`, as `launch` does."""
         from hydra.core.utils import setup_globals
+        from omegaconf import OmegaConf
 
         setup_globals()
-        init = self._launcher.ray_cfg.init
-        init.setdefault("object_store_memory", 78643200)  # what hydra-ray-launcher 1.2.2 sets
-        self._util.start_ray(init)
+        # a resolved copy, as `launch` makes (the launcher's own node may be read-only)
+        init = OmegaConf.to_container(self._launcher.ray_cfg.init, resolve=True)
+        # Ray's own default takes 30% of RAM for shared memory; the 75 MB minimum is enough for
+        # trials that return a number (hydra-ray-launcher 1.2 set it too)
+        init.setdefault("object_store_memory", 78643200)
+        self._util.start_ray(OmegaConf.create(init))
 
     def submit(self, idx: int, overrides: Sequence[str]) -> Any:
         """Start trial `idx` as a Ray task with the launcher's `ray.remote` resources."""
