@@ -377,10 +377,8 @@ class RayJobs:
         from omegaconf import OmegaConf
 
         setup_globals()
-        # a resolved copy, as `launch` makes (the launcher's own node may be read-only)
-        init = OmegaConf.to_container(self._launcher.ray_cfg.init, resolve=True)
-        # Ray's own default takes 30% of RAM for shared memory; the 75 MB minimum is enough for
-        # trials that return a number (hydra-ray-launcher 1.2 set it too)
+        init = OmegaConf.to_container(self._launcher.ray_cfg.init, resolve=True)  # as `launch`
+        # Ray's minimum, not its default 30% of RAM: trials return a number
         init.setdefault("object_store_memory", 78643200)
         self._util.start_ray(OmegaConf.create(init))
 
