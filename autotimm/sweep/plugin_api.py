@@ -8,9 +8,8 @@ and a study's storage object (Optuna has no public accessor for it).
 One job or task per trial reuses the optional launcher plugins' job functions (the
 submitit launcher's callable, the Ray launcher's `launch_job_on_ray`): `PLUGIN_SIGNATURES`.
 
-pyproject.toml pins the versions this module was written against. `SIGNATURES` and
-`check_internals()` state what each call relies on; tests/test_plugin_api.py (and every
-Optuna sweep at its start) runs the check: an upgrade fails loudly, not in a user's sweep.
+pyproject.toml pins the versions this module was written against; `SIGNATURES` and
+`check_internals()`, run by tests/test_plugin_api.py and every Optuna sweep, fail loudly.
 
 Imports are lazy: the search-path plugin imports this module at Hydra's plugin discovery
 (every start of train.py), where importing optuna would cost a second.
