@@ -5,7 +5,8 @@ why (failed, or interrupted). In a multirun (a sweep trial) it first claims this
 process's GPU (before anything touches CUDA), puts the trial's swept values into
 `sweep.params` and short W&B tags into `sweep.tags` (conf/logger/wandb.yaml reads them),
 and resumes from the trial's own `last.ckpt` when a requeued trial (SLURM preemption or
-timeout) finds one.
+timeout) finds one. With `sweep.cross_validate=true` the run trains every fold itself
+(autotimm.app.cross_validation), each fold recorded like a run.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from autotimm.app.outcome import failed_record, is_rank_zero
 from autotimm.records.results import RecordError, read_record, write_record
+from autotimm.sweep.cross_validation import check_cross_validation, cross_validates
 from autotimm.sweep.devices import claim_gpu
 from autotimm.sweep.multirun_checks import check_one_process_per_trial
 from autotimm.utils import hydra_config, in_multirun
@@ -112,18 +114,47 @@ def _free_memory() -> None:
         torch.cuda.empty_cache()  # the next trial in this worker gets the GPU's memory back
 
 
+def recorded(
+    train: Callable[[DictConfig], Any], started: float | None = None
+) -> Callable[[DictConfig], Any]:
+    """`train`, leaving a record saying why in the run directory when it raises (its
+    wall time from `started`, else from the call)."""
+
+    def run(cfg: DictConfig) -> Any:
+        since = time.time() if started is None else started
+        try:
+            return train(cfg)
+        except BaseException as exc:
+            try:
+                record_failure(cfg, exc, since)
+            except Exception as record_exc:  # pragma: no cover - the run's error matters more
+                log.warning("could not record the failure in the run record: %s", record_exc)
+            raise
+
+    return run
+
+
 def run_trial(train: Callable[[DictConfig], float], cfg: DictConfig) -> float:
-    """Run `train(cfg)` as a run or sweep trial; a failure leaves a record saying why."""
+    """Run `train(cfg)` as a run or sweep trial; a failure leaves a record saying why.
+    A cross-validated run trains its folds here, each recorded in its own folder."""
     started = time.time()
     is_trial = start_trial(cfg)
     try:
-        return train(cfg)
-    except BaseException as exc:
-        try:
-            record_failure(cfg, exc, started)
-        except Exception as record_exc:  # pragma: no cover - the run's error matters more
-            log.warning("could not record the failure in the run record: %s", record_exc)
-        raise
+        return recorded(_cross_validated(train), started)(cfg)
     finally:
         if is_trial:
             _free_memory()
+
+
+def _cross_validated(train: Callable[[DictConfig], float]) -> Callable[[DictConfig], float]:
+    """`train`, or with `sweep.cross_validate=true` every fold of it (after the checks)."""
+
+    def run(cfg: DictConfig) -> float:
+        check_cross_validation(cfg, hydra_config())
+        if not cross_validates(cfg):
+            return train(cfg)
+        from autotimm.app.cross_validation import run_folds
+
+        return run_folds(recorded(train), cfg, between=_free_memory)
+
+    return run

@@ -44,10 +44,15 @@ class Objective:
 
 @dataclass
 class Pruned:
-    """Where the pruner stopped a trial: the last validation epoch and its objective value."""
+    """Where the pruner stopped a trial: the last validation epoch and its objective value.
+
+    A cross-validated trial (`sweep.cross_validate=true`) is judged after each fold:
+    `fold` is the last fold it ran (0-based), `value` the mean over the folds it ran and
+    `epoch` that fold's last epoch."""
 
     epoch: int
     value: float | None
+    fold: int | None = None
 
 
 @dataclass
@@ -109,6 +114,10 @@ class RunRecord:
     # k-fold cross-validation (data.folds / data.fold): the validation fold and the count
     fold: int | None = None
     folds: int | None = None
+    # a cross-validated run (sweep.cross_validate=true, autotimm.app.cross_validation): the
+    # objective of each fold it ran, in fold order (its objective is their mean; each fold
+    # has its own record in <run dir>/fold_<f>/)
+    fold_values: list[float | None] | None = None
     # failed / interrupted runs
     failure: str | None = None  # `ErrorType: message`, one line
     traceback: str | None = None  # the last frames
@@ -137,11 +146,14 @@ class RunRecord:
         return float(found) if isinstance(found, (int, float)) and found is not True else None
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON form (sweep, pruned and model left out when absent)."""
+        """The JSON form (sweep, pruned, model, fold_values and pruned's fold left out when
+        absent)."""
         data = asdict(self)
-        for key in ("sweep", "pruned", "model"):
+        for key in ("sweep", "pruned", "model", "fold_values"):
             if data[key] is None:
                 del data[key]
+        if data.get("pruned") and data["pruned"]["fold"] is None:
+            del data["pruned"]["fold"]  # epoch pruning: {epoch, value} as before
         return data
 
     @classmethod

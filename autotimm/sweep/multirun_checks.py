@@ -14,6 +14,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from autotimm.sweep.cross_validation import check_cross_validation
 from autotimm.user_errors import UserError, user_errors_reported
 
 # Lightning strategies that start one process per device
@@ -66,3 +67,4 @@ class MultirunChecks(Callback):
             freeze_imported()
         with user_errors_reported(trial_raises=False):  # the sweep itself: exit 1, one line
             check_one_process_per_trial(config)
+            check_cross_validation(config, config.get("hydra"))  # sweep.cross_validate

@@ -7,6 +7,10 @@ study. Nothing in memory is shared with the sweeper. After every validation epoc
 objective (`optimized_metric`) is reported as the intermediate value of that epoch; when
 the pruner says so, training stops at the end of the epoch and the run is recorded as
 ``pruned`` (the sweeper then tells Optuna PRUNED).
+
+Cross-validated trials (`sweep.cross_validate=true`) report one value per fold instead,
+the fold as the step (autotimm.app.cross_validation, through `trial_handle`): their epochs
+are not reported, so the steps a pruner sees (WilcoxonPruner: instance ids) are folds only.
 """
 
 from __future__ import annotations
@@ -43,11 +47,13 @@ class TrialHandle:
         trial_id = backend.get_trial_id_from_study_id_trial_number(study_id, number)
         self.trial = optuna.trial.Trial(self.study, trial_id)
         self.number = number
+        self.prunes = not isinstance(pruner, optuna.pruners.NopPruner)  # worth asking
 
-    def report(self, value: float, epoch: int, judge: bool = True) -> bool:
-        """Report `value` for `epoch`; True when the pruner says stop (asked if `judge`)."""
-        self.trial.report(value, step=epoch)
-        return judge and self.trial.should_prune()
+    def report(self, value: float, step: int, judge: bool = True) -> bool:
+        """Report `value` for `step` (an epoch, or a fold of a cross-validated trial); True
+        when the pruner says stop (asked if `judge`)."""
+        self.trial.report(value, step=step)
+        return judge and self.prunes and self.trial.should_prune()
 
 
 class OptunaPruning(L.Callback):
@@ -83,8 +89,24 @@ class OptunaPruning(L.Callback):
 def pruning_callback(cfg: Any) -> OptunaPruning | None:
     """The pruning callback of a sweep trial whose sweeper has a pruner (else None).
 
-    Single runs, `hydra/sweeper/pruner=none` and sweepers without pruning get None, so
-    they run exactly as without pruning.
+    Single runs, `hydra/sweeper/pruner=none`, sweepers without pruning and cross-validated
+    trials (judged after each fold, not each epoch) get None: they report no epochs.
+    """
+    from autotimm.sweep.cross_validation import cross_validates
+
+    if cross_validates(cfg):
+        return None
+    handle = trial_handle(cfg)
+    return OptunaPruning(handle, str(cfg.optimized_metric)) if handle is not None else None
+
+
+def trial_handle(cfg: Any, needs_pruner: bool = True) -> TrialHandle | None:
+    """The sweep trial's own Optuna trial, when its sweeper has a pruner (else None; with
+    `needs_pruner=False` also without one: a cross-validated trial reports its folds).
+
+    Single runs, sweepers without a study (Hydra's basic sweeper), `hydra/sweeper/
+    pruner=none` (unless `needs_pruner=False`) and multi-objective studies (Optuna prunes
+    single-objective studies only) get None.
     """
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
@@ -99,13 +121,14 @@ def pruning_callback(cfg: Any) -> OptunaPruning | None:
         return None  # Optuna prunes single-objective studies only
     sweeper = hydra_config().sweeper
     pruner = OmegaConf.select(sweeper, "pruner")
-    if pruner is None or pruner.get("_target_") in (None, PRUNER_OFF):
+    off = pruner is None or pruner.get("_target_") in (None, PRUNER_OFF)
+    if (off and needs_pruner) or OmegaConf.select(sweeper, "study_name") is None:
         return None
+    import optuna
+
     from autotimm.sweep.storage import absolute_storage, sweep_storage
 
     # the sweeper's storage: the configured one, or the journal file in the sweep directory
     storage = sweep_storage(OmegaConf.select(sweeper, "storage"), hydra_config().sweep.dir)
-    handle = TrialHandle(
-        absolute_storage(storage), str(sweeper.study_name), int(sweep.trial), instantiate(pruner)
-    )
-    return OptunaPruning(handle, str(cfg.optimized_metric))
+    built = optuna.pruners.NopPruner() if off else instantiate(pruner)
+    return TrialHandle(absolute_storage(storage), str(sweeper.study_name), int(sweep.trial), built)
