@@ -332,7 +332,7 @@ class StudySweeper:
             # the trial reported its intermediate values itself; Optuna keeps the last one
             _tell(study, trial, None, TrialState.PRUNED)
             log.info(
-                "Trial %d: pruned (%s = %s at its last epoch)", trial.number, "objective", value
+                "Trial %d: pruned (%s = %s when it stopped)", trial.number, "objective", value
             )
             return
         if reason is None:
