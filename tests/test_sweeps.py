@@ -387,6 +387,7 @@ def test_optuna_sweep_continues_its_study_and_compares(tmp_path):
     assert summary["trials"]["complete"] == 2 and summary["failures"] == []
     assert summary["storage"] == f"journal:{folder / 'study.journal'}"
     study = load_study(folder, "quick")
+    assert study.metric_names == ["val/accuracy"]  # named for Optuna's plots and the dashboard
     first = study.get_trials()
     assert [t.state.name for t in first] == ["COMPLETE"] * 2
     assert summary["best_value"] == pytest.approx(study.best_value)

@@ -40,6 +40,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -221,6 +222,9 @@ class StudySweeper:
                 f"this sweep asks for {directions}; use another sweep.name for a new study"
             )
         check_identity(study, self.storage, fixed)  # one study, one set of fixed settings
+        with warnings.catch_warnings():  # experimental in Optuna 5; the dashboard's axis titles
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(self.objective_names)
         recover_interrupted(study)
         self._log_start(study)
         return study
