@@ -6,7 +6,7 @@ And which sampler finds the best model in 10, 20, 30 trials (--sampler several t
     python benchmarks/sweep_efficiency.py --pruner median --pruner-arg n_startup_trials=3
     python benchmarks/sweep_efficiency.py --tiny           # seconds-scale check (tests)
     python benchmarks/sweep_efficiency.py --sampler tpe --sampler gp --sampler random \
-        --seed 7 --seed 11 --seed 13 --small              # samplers: about 40 min on 2 cores
+        --seed 7 --seed 11 --seed 13 --small    # samplers: about an hour on 2 shared cores
 
 Runs `python train.py -m` twice on Fashion-MNIST (Debian's dataset-fashion-mnist, a
 seeded subset: 2,000 training and 2,000 validation images) with the same sampler seed and
@@ -31,13 +31,15 @@ task and search space, all under one study name, so trial n of every sweep with 
 draws with the same per-trial seed: TPE's and GP's first 10 trials (their n_startup_trials)
 are the random sampler's very trials, and the samplers differ from trial 10 on. Reads each
 study's trials in the order they were asked and reports, per sampler and seed, the best
-objective after each of --at trials (10, 20, 30), and the median over the seeds; the last
-line is a JSON object with `best_after` (sampler -> seed -> trials -> best) and `median`
-(sampler -> trials -> median best). `tpe` and `gp` name the seeded presets (tpe_seeded,
-gp_seeded: constant liar for TPE with parallel trials); any other hydra/sweeper/sampler
-option runs as named. --small: the benchmark's task made cheap enough for 9 sweeps of 30
-trials on 2 cores (timm's test_resnet at 16 px, 1,000 training and 1,000 validation images,
-5 epochs: about 13 s a trial).
+objective after each of --at trials (10, 20, 30) and the median over the seeds; the last
+line is a JSON object with `best_after` (sampler -> seed -> trials -> best), `median`
+(sampler -> trials -> median best) and `mean_later` (the mean objective of trials 11-30:
+how close to the best a sampler's own trials were) with its median over the seeds. `tpe`
+and `gp` name the seeded presets (tpe_seeded, gp_seeded: constant liar for TPE with
+parallel trials); any other hydra/sweeper/sampler option runs as named. With the same
+--work-dir, finished sweeps are only read again (a stopped run goes on where it stopped).
+--small: the benchmark's task made cheap enough for 9 sweeps of 30 trials on 2 cores
+(timm's test_resnet at 16 px, 1,000 training and 1,000 validation images, 5 epochs).
 """
 
 from __future__ import annotations
@@ -253,9 +255,10 @@ def run_sweep(args: argparse.Namespace, pruner: str, work: Path) -> dict[str, An
     }
 
 
-def trial_values(folder: Path) -> tuple[list[float | None], str]:
+def trial_values(folder: Path) -> tuple[list[float | None], str, float | None]:
     """A sweep's objective values in the order its trials were asked (None: not complete),
-    and the objective's mode (max, min)."""
+    the objective's mode (max, min) and the seconds from its first trial's start to its
+    last trial's end (read from the study: the same when a finished sweep is read again)."""
     import optuna
 
     from autotimm.sweep.storage import local_study, open_storage
@@ -265,12 +268,17 @@ def trial_values(folder: Path) -> tuple[list[float | None], str]:
     storage = open_storage(local_study(folder))
     (summary,) = optuna.get_all_study_summaries(storage)
     study = optuna.load_study(study_name=summary.study_name, storage=storage)
-    values = [
-        t.value if t.state == optuna.trial.TrialState.COMPLETE else None
+    trials = [
+        t
         for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
         if not t.user_attrs.get(ATTR_SURPLUS)  # asked beyond n_trials: never ran
     ]
-    return values, "max" if study.direction == optuna.study.StudyDirection.MAXIMIZE else "min"
+    values = [t.value if t.state == optuna.trial.TrialState.COMPLETE else None for t in trials]
+    starts = [t.datetime_start for t in trials if t.datetime_start]
+    ends = [t.datetime_complete for t in trials if t.datetime_complete]
+    span = round((max(ends) - min(starts)).total_seconds(), 1) if starts and ends else None
+    mode = "max" if study.direction == optuna.study.StudyDirection.MAXIMIZE else "min"
+    return values, mode, span
 
 
 def best_after(values: list[float | None], mode: str, at: list[int]) -> dict[str, float | None]:
@@ -283,38 +291,59 @@ def best_after(values: list[float | None], mode: str, at: list[int]) -> dict[str
     return best
 
 
-def compare_samplers(args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    """One unpruned sweep per sampler and seed; the best objective after each of --at."""
+def mean_later(values: list[float | None], at: list[int]) -> float | None:
+    """The mean objective of the trials after the first min(at), up to max(at): where a
+    sampler spent the budget after the start-up trials all samplers share."""
+    later = [v for v in values[min(at) : max(at)] if v is not None]
+    return round(sum(later) / len(later), 4) if later else None
+
+
+def median_or_none(values: list[float | None]) -> float | None:
     import statistics
 
+    found = [v for v in values if v is not None]
+    return round(statistics.median(found), 4) if found else None
+
+
+def compare_samplers(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """One unpruned sweep per sampler and seed; the best objective after each of --at.
+
+    A sweep whose study in --work-dir already has its trials is only read again (a sweep
+    continues its study), so a run stopped half-way goes on where it stopped."""
     name = "efficiency"  # one study name: trial n of every sweep draws with one seed
     table: dict[str, dict[str, Any]] = {s: {} for s in args.samplers}
-    walls: dict[str, dict[str, float]] = {s: {} for s in args.samplers}
+    later: dict[str, dict[str, float | None]] = {s: {} for s in args.samplers}
+    walls: dict[str, dict[str, float | None]] = {s: {} for s in args.samplers}
     mode = "max"
     for seed in args.seeds:
         for sampler in args.samplers:
             out = work / f"{sampler}-seed{seed}"
-            started = time.time()
             command = sweep_command(args, name, "none", out, sampler=sampler, seed=seed)
             proc = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
-            wall = round(time.time() - started, 1)
             if proc.returncode != 0:
                 sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-4000:])
                 raise SystemExit(f"the {sampler} sweep (seed {seed}) failed ({proc.returncode})")
-            values, mode = trial_values(out / "sweeps" / name)
+            values, mode, span = trial_values(out / "sweeps" / name)
             table[sampler][str(seed)] = best_after(values, mode, args.at)
-            walls[sampler][str(seed)] = wall
+            later[sampler][str(seed)] = mean_later(values, args.at)
+            walls[sampler][str(seed)] = span
             cells = " ".join(f"@{n}={v}" for n, v in table[sampler][str(seed)].items())
-            print(f"sampler={sampler:<8} seed={seed:<4} {cells} wall={wall} s", flush=True)
-    median: dict[str, dict[str, float | None]] = {}
-    for sampler, by_seed in table.items():
-        median[sampler] = {}
-        for n in map(str, args.at):
-            found = [row[n] for row in by_seed.values() if row[n] is not None]
-            median[sampler][n] = round(statistics.median(found), 4) if found else None
+            print(
+                f"sampler={sampler:<8} seed={seed:<4} {cells} "
+                f"mean_later={later[sampler][str(seed)]} trials' span={span} s",
+                flush=True,
+            )
+    median = {
+        sampler: {
+            n: median_or_none([row[n] for row in by_seed.values()]) for n in map(str, args.at)
+        }
+        for sampler, by_seed in table.items()
+    }
+    median_later = {sampler: median_or_none(list(v.values())) for sampler, v in later.items()}
     print(f"median over seeds {args.seeds} (best is the {mode}imum):")
     for sampler, row in median.items():
-        print(f"  {sampler:<8} " + " ".join(f"@{n}={v}" for n, v in row.items()))
+        cells = " ".join(f"@{n}={v}" for n, v in row.items())
+        print(f"  {sampler:<8} {cells} mean_later={median_later[sampler]}")
     result = {
         "benchmark": "sweep_efficiency",
         "compare": "samplers",
@@ -323,7 +352,10 @@ def compare_samplers(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "at": args.at,
         "best_after": table,
         "median": median,
-        "wall_s": walls,
+        "mean_later": later,
+        "median_mean_later": median_later,
+        # first trial's start to last trial's end, per sampler and seed
+        "trials_span_s": walls,
     }
     emit(result, args.out)
     return result

@@ -197,4 +197,5 @@ def test_sweep_efficiency_compares_samplers_tiny(tmp_path):
         assert result["median"][sampler] == best  # one seed
     # 3 trials are all start-up trials: both samplers draw the same seeded values
     assert result["best_after"]["gp"] == result["best_after"]["random"]
+    assert result["mean_later"]["gp"] == result["mean_later"]["random"]  # trials 2-3
     assert json.loads((tmp_path / "out" / "results.jsonl").read_text()) == result
