@@ -335,9 +335,7 @@ class StudySweeper:
         if reason is None and was_pruned(run_dir):
             # the trial reported its intermediate values itself; Optuna keeps the last one
             _tell(study, trial, None, TrialState.PRUNED)
-            log.info(
-                "Trial %d: pruned (%s = %s when it stopped)", trial.number, "objective", value
-            )
+            log.info("Trial %d: pruned (%s = %s when it stopped)", trial.number, "objective", value)
             return
         if reason is None:
             _tell(study, trial, value, TrialState.COMPLETE)
