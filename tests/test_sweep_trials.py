@@ -88,6 +88,20 @@ def test_max_failure_rate_out_of_range_is_refused(rate):
         StudySweeper(None, "maximize", None, "s", 4, rate, None, None, None)
 
 
+def test_a_pruner_needs_a_study_name():
+    import optuna
+
+    from autotimm.sweep.study import StudySweeper
+
+    sweeper = StudySweeper(
+        None, "maximize", None, None, 4, 0.0, None, None, optuna.pruners.MedianPruner()
+    )
+    with pytest.raises(
+        ValueError, match=r"^hydra.sweeper.study_name=null with a pruner: .*pruner=none$"
+    ):
+        sweeper.setup(hydra_context=None, task_function=None, config=None)  # before anything
+
+
 def test_two_processes_asking_for_the_last_place_get_it_once(tmp_path):
     """Two sweep processes (two Study objects on one storage, as two processes hold) both
     counted 2 of n_trials=3 finished and asked: exactly one trial goes ahead; the other is

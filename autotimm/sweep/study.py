@@ -127,6 +127,12 @@ class StudySweeper:
     ) -> None:
         from hydra.core.plugins import Plugins
 
+        if self.study_name is None and not isinstance(self.pruner, optuna.pruners.NopPruner):
+            raise UserError(  # Optuna would invent a name the trials cannot know
+                "hydra.sweeper.study_name=null with a pruner: each trial finds its Optuna trial "
+                "by the study's name; set one (hydra.sweeper.study_name=NAME, or sweep.name=NAME "
+                "with +sweeps=...), or hydra/sweeper/pruner=none"
+            )
         plugin_api.check_internals()
         self.plan: DevicePlan = plan_for_sweep(config)  # before the launcher reads n_jobs
         self.sampler_config = OmegaConf.select(config, "hydra.sweeper.sampler")
